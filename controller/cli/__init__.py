@@ -1,0 +1,200 @@
+"""The `iaasctl` command line: parse arguments, call the pipeline, print, exit.
+
+Exit statuses are part of the contract (DESIGN.md): validate 0/1; plan 0 no
+changes, 2 changes, 1 error; apply 0 converged, 1 otherwise; get 0; describe 0/1.
+`plan` is apply stopped before execute, nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from controller import __version__, errors
+from controller.config import Config, load_config
+from controller.model import Desired, Kind, Ref
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iaasctl", description="Declarative controller for KVM/QEMU hosts.")
+    parser.add_argument("--version", action="version", version=f"iaasctl {__version__}")
+    parser.add_argument("--connect", "-c", metavar="URI", help="libvirt URI (default qemu:///system)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (default /var/lib/iaasctl)")
+    parser.add_argument("--config", metavar="FILE", help="controller configuration file")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check manifests without touching libvirt")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+
+    for name, text in (("plan", "show what apply would do"), ("apply", "make the host match the manifests")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH",
+                       help="manifest file or directory (repeatable)")
+        p.add_argument("--adopt", action="store_true", help="take over same-named objects iaasctl does not own")
+        p.add_argument("--allow-mass-delete", action="store_true",
+                       help="allow deleting more than half of the managed objects in one run")
+        p.add_argument("--no-prune", dest="prune", action="store_false",
+                       help="do not delete owned objects whose manifests are gone")
+        if name == "plan":
+            p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+        else:
+            p.add_argument("--dry-run", action="store_true", help="show the plan and stop (same as plan)")
+            p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+            p.add_argument("--parallelism", type=int, metavar="N", help="independent changes run at once")
+
+    p = sub.add_parser("get", help="desired and live status of objects of one kind")
+    p.add_argument("kind")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+
+    p = sub.add_parser("describe", help="everything known about one object")
+    p.add_argument("kind")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except errors.ManifestInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        noun = "problem" if len(exc.problems) == 1 else "problems"
+        print(f"{len(exc.problems)} {noun} found; nothing was changed.", file=sys.stderr)
+        return EXIT_ERROR
+    except errors.IaasError as exc:
+        print(f"iaasctl: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("iaasctl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, connect=args.connect, state_dir=args.state_dir)
+
+
+def _load(paths: Sequence[str]) -> Desired:
+    from controller.manifest import load
+
+    return load(list(paths))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    desired = _load(args.paths)
+    print(f"{len(desired.specs)} documents valid.")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from controller.cli import output
+    from controller.plan import Policy
+    from controller.reconcile import Session
+
+    desired = _load(args.paths)
+    policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
+    with Session.open(_config(args)) as session:
+        the_plan, _ = session.plan(desired, policy=policy)
+    if getattr(args, "output", "text") == "json":
+        output.dump(output.plan_document(the_plan), "json")
+    else:
+        output.print_plan(the_plan)
+    if the_plan.refusals:
+        return EXIT_ERROR
+    return EXIT_OK if the_plan.empty else EXIT_CHANGES
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from controller.cli import output
+    from controller.plan import Disruption, Policy
+    from controller.reconcile import Session, apply
+
+    if args.dry_run:
+        return cmd_plan(args)
+    desired = _load(args.paths)
+    policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
+    config = _config(args)
+    if args.parallelism:
+        config = replace(config, parallelism=args.parallelism)
+    with Session.open(config) as session:
+        preview, _ = session.plan(desired, policy=policy)
+        output.print_plan(preview)
+        if preview.empty and not preview.refusals:
+            return EXIT_OK
+        destructive = any(c.disruption in (Disruption.DESTRUCTIVE, Disruption.RESTART) for c in preview.changes)
+        if destructive and not args.yes and sys.stdin.isatty() and not _confirm():
+            print("Cancelled; nothing was changed.", file=sys.stderr)
+            return EXIT_ERROR
+        result = apply(session, desired, policy=policy, progress=output.print_progress)
+    for refusal in result.plan.refusals:
+        print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
+    if result.converged:
+        print(f"Applied {len(result.outcomes)} changes; the host matches the manifests.")
+        return EXIT_OK
+    print(f"Not converged: {len(result.failed)} failed, {len(result.remaining.changes)} changes remain, "
+          f"{len(result.remaining.refusals)} refused.", file=sys.stderr)
+    for change in result.remaining.changes:
+        print(f"  remaining: {change.action.value} {change.ref}: {change.reason}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _confirm() -> bool:
+    answer = input("Some changes restart or destroy objects. Apply? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from controller import status
+    from controller.cli import output
+    from controller.observe import observe
+    from controller.reconcile import Session
+
+    kind = _kind(args.kind)
+    with Session.open(_config(args)) as session:
+        rows = status.rows(kind, observe(session.client), session.store, session.client, name=args.name)
+    if args.output == "table":
+        output.print_table(rows, status.COLUMNS[kind])
+    else:
+        output.dump(rows, args.output)
+    return EXIT_OK
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from controller import status
+    from controller.cli import output
+    from controller.observe import observe
+    from controller.reconcile import Session
+
+    kind = _kind(args.kind)
+    with Session.open(_config(args)) as session:
+        doc = status.describe(Ref(kind, args.name), observe(session.client), session.store, session.client)
+    if doc is None:
+        print(f"iaasctl: {kind.value}/{args.name} not found", file=sys.stderr)
+        return EXIT_ERROR
+    output.dump(doc, args.output)
+    return EXIT_OK
+
+
+def _kind(text: str) -> Kind:
+    from controller import status
+
+    try:
+        return status.parse_kind(text)
+    except ValueError as exc:
+        raise errors.ConfigError(str(exc)) from exc
+
+
+_COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "get": cmd_get,
+    "describe": cmd_describe,
+}

@@ -1,0 +1,119 @@
+"""Controller configuration: file, environment and flags, in rising precedence.
+
+The config file is YAML (see configs/iaasctl.yaml); it is found at --config,
+IAASCTL_CONFIG, or /etc/iaasctl/config.yaml, and every key is optional.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "/etc/iaasctl/config.yaml"
+DOMAIN_TYPES = ("auto", "kvm", "qemu")
+
+
+@dataclass(frozen=True)
+class Config:
+    connect: str = "qemu:///system"
+    state_dir: str = "/var/lib/iaasctl"
+    domain_type: str = "auto"
+    parallelism: int = 4
+    shutdown_timeout: float = 60.0
+    console_log_dir: str = "/var/log/libvirt/qemu"
+
+
+def load_config(
+    path: str | None = None, *, connect: str | None = None, state_dir: str | None = None
+) -> Config:
+    """Defaults < config file < environment < command-line flags."""
+    config = Config()
+    file = path or os.environ.get("IAASCTL_CONFIG")
+    if file is None and Path(DEFAULT_CONFIG_FILE).exists():
+        file = DEFAULT_CONFIG_FILE
+    if file:
+        config = _from_file(config, file)
+    env = {
+        "connect": os.environ.get("IAASCTL_CONNECT"),
+        "domain_type": os.environ.get("IAASCTL_DOMAIN_TYPE"),
+        "state_dir": os.environ.get("IAASCTL_STATE_DIR"),
+    }
+    config = replace(config, **{k: v for k, v in env.items() if v})
+    flags = {"connect": connect, "state_dir": state_dir}
+    config = replace(config, **{k: v for k, v in flags.items() if v})
+    _check(config)
+    return config
+
+
+def _from_file(config: Config, file: str) -> Config:
+    try:
+        with open(file, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{file}: cannot read the configuration: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the configuration must be a mapping of keys to values")
+    known = {f.name: f.type for f in fields(Config)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{file}: unknown configuration keys: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        default = getattr(config, key)
+        if isinstance(default, (int, float)) and not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{file}: {key}: expected a number, got {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{file}: {key}: expected a string, got {value!r}")
+        values[key] = value
+    return replace(config, **values)
+
+
+def _check(config: Config) -> None:
+    if config.domain_type not in DOMAIN_TYPES:
+        raise ConfigError(f"domain_type: {config.domain_type!r} is not one of {', '.join(DOMAIN_TYPES)}")
+    if config.parallelism < 1:
+        raise ConfigError(f"parallelism: {config.parallelism} must be at least 1")
+    if config.shutdown_timeout < 0:
+        raise ConfigError(f"shutdown_timeout: {config.shutdown_timeout} must not be negative")
+
+
+def resolve_domain_type(configured: str, offered: tuple[str, ...], *, kvm_works: bool) -> str:
+    """The domain type new VMs get. `auto` takes kvm only when the host offers it and it
+    works (nested virtualisation often offers /dev/kvm whose guests then hang), else qemu
+    (TCG). A driver offering neither (libvirt's test driver) gets its own type."""
+    if configured != "auto":
+        if configured in offered:
+            return configured
+        if "kvm" not in offered and "qemu" not in offered and offered:
+            return offered[0]
+        raise ConfigError(f"domain_type {configured!r} is not offered by this host (it offers: "
+                          f"{', '.join(offered) or 'nothing'})")
+    if "kvm" in offered and kvm_works:
+        return "kvm"
+    if "qemu" in offered:
+        return "qemu"
+    if offered:
+        return offered[0]
+    raise ConfigError("the host offers no domain type for hvm guests")
+
+
+def kvm_works() -> bool:
+    """Whether KVM guests can be trusted to run here: /dev/kvm is usable and this
+    machine is not itself a virtual machine (the `hypervisor` CPU flag), where nested
+    KVM is known to hang guests. Set domain_type: kvm to override."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return " hypervisor" not in line
+    except OSError:
+        return False
+    return True

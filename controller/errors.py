@@ -1,0 +1,93 @@
+"""The project's own exceptions; every layer raises these, never bare libvirt errors.
+
+    IaasError
+    ├── ManifestInvalid      bad input; carries every Problem of the run (file:line: path: message)
+    ├── ConfigError          unusable controller configuration
+    ├── Refused              a plan the safety rules forbid (protect, shrink, replace, mass delete)
+    ├── Conflict             an object exists that the controller does not own
+    ├── LockHeld             another controller holds the state directory
+    └── LibvirtFailure       a libvirt call failed; the adapter maps libvirt error codes here
+        ├── NotFound
+        ├── AlreadyExists
+        ├── OperationInvalid  e.g. "domain is not running": usually already in the wanted state
+        ├── Disconnected      the connection is gone or hung: transient, reconnect and retry
+        └── InvalidForHost    the host refuses the definition: permanent until the manifest changes
+
+Each error says whether retrying can help (`transient`); callers decide on that
+attribute, never on message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One validation finding, located in a manifest file."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+
+
+class IaasError(Exception):
+    transient = False
+
+
+class ManifestInvalid(IaasError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigError(IaasError):
+    pass
+
+
+class Refused(IaasError):
+    pass
+
+
+class Conflict(IaasError):
+    pass
+
+
+class LockHeld(IaasError):
+    pass
+
+
+class LibvirtFailure(IaasError):
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotFound(LibvirtFailure):
+    pass
+
+
+class AlreadyExists(LibvirtFailure):
+    pass
+
+
+class OperationInvalid(LibvirtFailure):
+    pass
+
+
+class Disconnected(LibvirtFailure):
+    transient = True
+
+
+class InvalidForHost(LibvirtFailure):
+    pass
+
+
+class TransientFailure(LibvirtFailure):
+    """A libvirt failure that may succeed later (busy, timeout, out of space)."""
+
+    transient = True

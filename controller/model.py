@@ -1,0 +1,194 @@
+"""Typed desired state: what the manifests say, after loading and validation.
+
+Sits between the manifest loader (which builds these) and the planner (which
+compares them with observed state). Everything here is a frozen dataclass of
+plain values: no I/O, no libvirt, safe to hash, compare and pass between threads.
+Sizes are integers of bytes; names are already checked against the name rule.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Kind(enum.Enum):
+    """The four kinds, in creation order (deletes run in reverse)."""
+
+    POOL = "StoragePool"
+    VOLUME = "Volume"
+    NETWORK = "Network"
+    VM = "VirtualMachine"
+
+    @property
+    def rank(self) -> int:
+        """Dependency layer: pools (0) before volumes and networks (1) before VMs (2)."""
+        return {Kind.POOL: 0, Kind.VOLUME: 1, Kind.NETWORK: 1, Kind.VM: 2}[self]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Identity of one resource: its kind and its name."""
+
+    kind: Kind
+    name: str
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        return (self.kind.rank, self.kind.value, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a document came from, for error messages and prune scoping."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Meta:
+    name: str
+    source: Source
+    labels: tuple[tuple[str, str], ...] = ()
+    protect: bool = False          # refuse delete and replace
+    allow_replace: bool = False    # opt in to destructive replacement (volume format, pool path...)
+    # json path ("spec.size", "spec.disks[0].volume") -> line, so that later stages
+    # (a refused shrink, a host check) can point at the line too. Not part of identity.
+    field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def where(self, path: str) -> str:
+        """`file:line: path` for messages about one field of this document."""
+        line = self.field_lines.get(path, self.source.line)
+        return f"{self.source.file}:{line}: {path}"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    meta: Meta
+    path: str
+    type: str = "dir"
+    autostart: bool = True
+    kind = Kind.POOL
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    meta: Meta
+    pool: str
+    size: int
+    format: str = "qcow2"                  # qcow2 | raw
+    source_volume: str | None = None       # CoW clone of another managed volume
+    source_path: str | None = None         # CoW clone of a base image file
+    kind = Kind.VOLUME
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    mac: str                               # lower case, colon separated
+    ip: str
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class IPv4Spec:
+    cidr: str                              # network address / prefix, e.g. 10.10.0.0/24
+    gateway: str                           # host side address (first address unless given)
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
+    hosts: tuple[DhcpHost, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    meta: Meta
+    mode: str                              # nat | isolated | routed | bridge
+    bridge: str | None = None              # None: libvirt generates one
+    domain: str | None = None
+    autostart: bool = True
+    ipv4: IPv4Spec | None = None
+    kind = Kind.NETWORK
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    volume: str
+    bus: str = "virtio"                    # virtio | sata | scsi
+    boot_order: int | None = None
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    network: str
+    mac: str | None = None                 # None: libvirt generates one, kept once assigned
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    kernel: str
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    meta: Meta
+    vcpus: int
+    memory: int
+    power: str = "running"                 # running | stopped
+    restart_policy: str = "manual"         # manual | auto
+    autostart: bool = False
+    firmware: str = "bios"                 # bios | uefi
+    boot: BootSpec | None = None
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    kind = Kind.VM
+
+
+Spec = PoolSpec | VolumeSpec | NetworkSpec | VMSpec
+
+
+def ref_of(spec: Spec) -> Ref:
+    return Ref(spec.kind, spec.meta.name)
+
+
+def dependencies(spec: Spec) -> tuple[Ref, ...]:
+    """The resources a spec refers to; they must exist before it is created."""
+    if isinstance(spec, VolumeSpec):
+        deps = [Ref(Kind.POOL, spec.pool)]
+        if spec.source_volume:
+            deps.append(Ref(Kind.VOLUME, spec.source_volume))
+        return tuple(deps)
+    if isinstance(spec, VMSpec):
+        return tuple(Ref(Kind.VOLUME, d.volume) for d in spec.disks) + tuple(
+            dict.fromkeys(Ref(Kind.NETWORK, n.network) for n in spec.nics)
+        )
+    return ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """All specs of one run, keyed by reference, plus the roots they were loaded from."""
+
+    specs: tuple[Spec, ...]
+    roots: tuple[str, ...] = ()
+
+    def by_ref(self) -> dict[Ref, Spec]:
+        return {ref_of(s): s for s in self.specs}
+
+
+@dataclass(frozen=True)
+class OwnedRecord:
+    """What the state store remembers about an object the controller owns."""
+
+    source: str                 # absolute path of the manifest file it was last applied from
+    protect: bool = False
+    spec_hash: str | None = None

@@ -1,0 +1,399 @@
+"""Plan: compare desired specs with an observed snapshot and list the changes.
+
+`plan()` is purely computational: no I/O, no libvirt, no clock. Given the same
+desired state, snapshot, ownership records and policy it returns the same Plan,
+which is why `iaasctl plan` can show exactly what `apply` will do, and why the
+planner is tested with plain data. Side effects happen in execute.py, once.
+
+A plan holds three things:
+- changes: what execute will do, each with its action, the fields that differ
+  (old -> new), how disruptive it is and a human reason;
+- refusals: what the safety rules forbid (not owned, protected, shrink, replace
+  without opt-in, mass deletion); each names the manifest line when there is one;
+- notes: facts that are not changes, such as a restart the manifest does not allow.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from controller.kinds import network as network_kind
+from controller.kinds import pool as pool_kind
+from controller.kinds import vm as vm_kind
+from controller.kinds import volume as volume_kind
+from controller.kinds.base import FieldDiff, UpdateMode
+from controller.model import (
+    Desired, Kind, NetworkSpec, OwnedRecord, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, dependencies, ref_of,
+)
+from controller.observe import Live, Observed
+from controller.units import format_size
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    ADOPT = "adopt"
+    UPDATE = "update"
+    REPLACE = "replace"
+    RESTART = "restart"
+    START = "start"
+    STOP = "stop"
+    DELETE = "delete"
+
+    @property
+    def symbol(self) -> str:
+        return {
+            Action.CREATE: "+", Action.DELETE: "-", Action.REPLACE: "-/+", Action.ADOPT: "=",
+        }.get(self, "~")
+
+
+class Disruption(enum.Enum):
+    NONE = "none"                          # applied live
+    RESTART = "restart"                    # the object restarts to apply it
+    RESTART_REQUIRED = "restart-required"  # in the definition; the manifest does not allow the restart
+    DESTRUCTIVE = "destructive"            # data or identity is destroyed (delete, replace)
+
+
+@dataclass(frozen=True)
+class Change:
+    ref: Ref
+    action: Action
+    reason: str
+    fields: tuple[FieldDiff, ...] = ()
+    disruption: Disruption = Disruption.NONE
+    spec: Spec | None = None               # desired; None for a delete
+    live: Live | None = None               # observed; None for a create
+    depends_on: tuple[Ref, ...] = ()       # changes that must succeed first
+    restart: bool = False                  # VMs: restart as part of this change
+    adopt: bool = False                    # record ownership of an existing object
+
+
+@dataclass(frozen=True)
+class Refusal:
+    ref: Ref
+    message: str                           # starts with file:line: path when a manifest line is known
+
+
+@dataclass(frozen=True)
+class Note:
+    ref: Ref
+    reason: str                            # a condition name, e.g. RestartRequired
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for change in self.changes:
+            out[change.action.value] = out.get(change.action.value, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class Policy:
+    adopt: bool = False                    # take over same-named objects the controller does not own
+    allow_mass_delete: bool = False
+    prune: bool = True                     # delete owned objects whose manifests are gone
+
+
+@dataclass
+class _Builder:
+    """Collects the plan while the kind functions below walk the objects."""
+
+    desired: Desired
+    observed: Observed
+    owned: Mapping[Ref, OwnedRecord]
+    policy: Policy
+    changes: list[Change] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+
+    def is_owned(self, ref: Ref, live: Live) -> bool:
+        return ref in self.owned or live.owner is not None
+
+
+def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord], *, policy: Policy) -> Plan:
+    """The changes that make the host match `desired`. Pure: no side effects."""
+    b = _Builder(desired, observed, owned, policy)
+    for spec in sorted(desired.specs, key=lambda s: ref_of(s).sort_key):
+        _plan_spec(b, spec)
+    if policy.prune:
+        _plan_deletes(b)
+    changes = _with_dependencies(b.changes, desired, observed)
+    return Plan(changes=tuple(changes), refusals=tuple(b.refusals), notes=tuple(b.notes))
+
+
+# -- desired objects ------------------------------------------------------------------
+
+
+def _plan_spec(b: _Builder, spec: Spec) -> None:
+    ref = ref_of(spec)
+    live = b.observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
+    if live is None:
+        b.changes.append(Change(ref, Action.CREATE, _create_reason(spec), _create_fields(spec), spec=spec))
+        return
+    adopt = False
+    if not b.is_owned(ref, live):
+        if not b.policy.adopt:
+            b.refusals.append(Refusal(ref, f"{spec.meta.source}: {ref} already exists and is not managed by "
+                                           "iaasctl; rename it, remove it, or pass --adopt to take it over"))
+            return
+        adopt = True
+    _HANDLERS[spec.kind](b, spec, live, adopt)
+    if adopt and not any(c.ref == ref for c in b.changes):
+        b.changes.append(Change(ref, Action.ADOPT, f"take over the existing {ref.kind.value}",
+                                spec=spec, live=live, adopt=True))
+
+
+def _plan_pool(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
+    assert isinstance(spec, PoolSpec) and isinstance(live.spec, PoolSpec)
+    diffs = pool_kind.diff(spec, live.spec)
+    if _refuse_replacement(b, spec, diffs, what="pool (its volumes stay on disk but the pool is redefined)"):
+        return
+    if any(d.mode is UpdateMode.REPLACE for d in diffs):
+        b.changes.append(Change(ref_of(spec), Action.REPLACE, "the pool's path or type changed", tuple(diffs),
+                                Disruption.DESTRUCTIVE, spec=spec, live=live, adopt=adopt))
+    elif diffs or live.state != "active":
+        fields = tuple(diffs) + ((FieldDiff("status", live.state, "active", UpdateMode.LIVE),)
+                                 if live.state != "active" else ())
+        action = Action.UPDATE if diffs else Action.START
+        reason = _fields_reason(diffs) if diffs else "the pool is not active"
+        b.changes.append(Change(ref_of(spec), action, reason, fields, spec=spec, live=live, adopt=adopt))
+
+
+def _plan_volume(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
+    assert isinstance(spec, VolumeSpec) and isinstance(live.spec, VolumeSpec)
+    diffs = volume_kind.diff(spec, live.spec, desired_backing=_desired_backing(b, spec))
+    for d in diffs:
+        if d.mode is UpdateMode.REFUSE:
+            b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where(d.path)}: shrinking a volume from "
+                                      f"{d.old} to {d.new} is refused: data beyond the new end would be lost"))
+            return
+    if _refuse_replacement(b, spec, diffs, what="volume, destroying its data"):
+        return
+    if any(d.mode is UpdateMode.REPLACE for d in diffs):
+        b.changes.append(Change(ref_of(spec), Action.REPLACE, _fields_reason(diffs), tuple(diffs),
+                                Disruption.DESTRUCTIVE, spec=spec, live=live, adopt=adopt))
+    elif diffs:
+        b.changes.append(Change(ref_of(spec), Action.UPDATE, "grow the volume in place", tuple(diffs),
+                                spec=spec, live=live, adopt=adopt))
+
+
+def _desired_backing(b: _Builder, spec: VolumeSpec) -> str | None:
+    if spec.source_path:
+        return os.path.normpath(spec.source_path)
+    if spec.source_volume:
+        source = b.desired.by_ref().get(Ref(Kind.VOLUME, spec.source_volume))
+        pool = source.pool if isinstance(source, VolumeSpec) else spec.pool
+        return b.observed.volume_path(pool, spec.source_volume) or f"<volume {spec.source_volume}, not yet created>"
+    return None
+
+
+def _plan_network(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
+    assert isinstance(spec, NetworkSpec) and isinstance(live.spec, NetworkSpec)
+    diffs = network_kind.diff(spec, live.spec)
+    inactive = live.state != "active"
+    restart = any(d.mode is UpdateMode.RESTART for d in diffs)
+    if not diffs and not inactive:
+        return
+    fields = tuple(diffs) + ((FieldDiff("status", live.state, "active", UpdateMode.LIVE),) if inactive else ())
+    if diffs:
+        disruption = Disruption.RESTART if restart and not inactive else Disruption.NONE
+        reason = _fields_reason(diffs)
+        if disruption is Disruption.RESTART:
+            reason += "; the network restarts and connected VMs lose connectivity until they restart"
+        b.changes.append(Change(ref_of(spec), Action.UPDATE, reason, fields, disruption,
+                                spec=spec, live=live, restart=restart, adopt=adopt))
+    else:
+        b.changes.append(Change(ref_of(spec), Action.START, "the network is not active", fields,
+                                spec=spec, live=live, adopt=adopt))
+
+
+def _plan_vm(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
+    assert isinstance(spec, VMSpec) and isinstance(live.spec, VMSpec)
+    ref = ref_of(spec)
+    _check_host(b, spec)
+    diffs = vm_kind.diff(spec, live.spec)
+    running = live.running
+    pending = vm_kind.restart_pending(live.spec, live.live) if running and live.live else []
+    needs_restart = running and spec.power == "running" and (
+        any(d.mode is UpdateMode.RESTART for d in diffs) or bool(pending)
+    )
+    allowed = spec.restart_policy == "auto"
+    power_diff = _power_diff(live, spec)
+    fields = tuple(diffs) + ((power_diff,) if power_diff else ())
+    if needs_restart and not allowed:
+        waiting = [d.path for d in diffs if d.mode is UpdateMode.RESTART] + [d.path for d in pending]
+        b.notes.append(Note(ref, "RestartRequired",
+                            f"waiting for a restart: {', '.join(dict.fromkeys(waiting))} "
+                            "(spec.restartPolicy is manual)"))
+    if diffs:
+        disruption = Disruption.NONE
+        if needs_restart:
+            disruption = Disruption.RESTART if allowed else Disruption.RESTART_REQUIRED
+        b.changes.append(Change(ref, Action.UPDATE, _fields_reason(diffs), fields, disruption, spec=spec,
+                                live=live, restart=needs_restart and allowed, adopt=adopt))
+    elif power_diff:
+        action = Action.START if spec.power == "running" else Action.STOP
+        reason = f"the VM is {live.state} and spec.power is {spec.power}"
+        b.changes.append(Change(ref, action, reason, fields, spec=spec, live=live, adopt=adopt))
+    elif needs_restart and allowed:
+        b.changes.append(Change(ref, Action.RESTART, "the running VM has not picked up its definition yet",
+                                tuple(pending), Disruption.RESTART, spec=spec, live=live, restart=True,
+                                adopt=adopt))
+
+
+def _power_diff(live: Live, spec: VMSpec) -> FieldDiff | None:
+    if (spec.power == "running") == live.running:
+        return None
+    return FieldDiff("spec.power", live.state, spec.power, UpdateMode.LIVE)
+
+
+def _check_host(b: _Builder, spec: VMSpec) -> None:
+    """Admission against the host: a VM the host cannot hold is refused before anything is defined."""
+    host = b.observed.host
+    if host.memory and spec.memory > host.memory:
+        b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where('spec.memory')}: {format_size(spec.memory)} "
+                                  f"is more than the host's memory ({format_size(host.memory)})"))
+    if host.cpus and spec.vcpus > host.cpus:
+        b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where('spec.vcpus')}: {spec.vcpus} vCPUs is more "
+                                  f"than the host's {host.cpus} CPUs"))
+
+
+_HANDLERS = {Kind.POOL: _plan_pool, Kind.VOLUME: _plan_volume, Kind.NETWORK: _plan_network, Kind.VM: _plan_vm}
+
+
+def _refuse_replacement(b: _Builder, spec: Spec, diffs: list[FieldDiff], *, what: str) -> bool:
+    replacing = [d for d in diffs if d.mode is UpdateMode.REPLACE]
+    if not replacing:
+        return False
+    first = replacing[0]
+    where = spec.meta.where(first.path)
+    if spec.meta.protect:
+        b.refusals.append(Refusal(ref_of(spec), f"{where}: changing {first.old} -> {first.new} would replace the "
+                                  f"protected {what}; metadata.protect is true"))
+        return True
+    if not spec.meta.allow_replace:
+        b.refusals.append(Refusal(ref_of(spec), f"{where}: changing {first.old} -> {first.new} would replace the "
+                                  f"{what}; set metadata.allowReplace: true to allow it"))
+        return True
+    return False
+
+
+# -- objects whose manifests are gone ----------------------------------------------------
+
+
+def _plan_deletes(b: _Builder) -> None:
+    wanted = set(b.desired.by_ref())
+    candidates = []
+    for ref, live in sorted(b.observed.objects.items(), key=lambda item: item[0].sort_key):
+        if ref in wanted or not b.is_owned(ref, live):
+            continue
+        record = b.owned.get(ref)
+        source = record.source if record else (live.owner.source if live.owner else "")
+        if not _in_scope(source, b.desired.roots):
+            continue
+        if record and record.protect:
+            b.refusals.append(Refusal(ref, f"{ref} is no longer in the manifests but is protected "
+                                           "(metadata.protect was true); remove the protection first"))
+            continue
+        candidates.append(Change(ref, Action.DELETE, f"its manifest ({source or 'unknown'}) no longer declares it",
+                                 disruption=Disruption.DESTRUCTIVE, live=live))
+    managed = sum(1 for ref, live in b.observed.objects.items() if b.is_owned(ref, live))
+    if len(candidates) > 1 and len(candidates) * 2 > managed and not b.policy.allow_mass_delete:
+        for change in candidates:
+            b.refusals.append(Refusal(change.ref, f"refusing to delete {len(candidates)} of {managed} managed "
+                                                  "objects in one run (an empty or wrong checkout?); "
+                                                  "pass --allow-mass-delete if this is intended"))
+        return
+    b.changes.extend(candidates)
+
+
+def _in_scope(source: str, roots: tuple[str, ...]) -> bool:
+    """Only objects applied from under the given paths are pruned: `apply -f web.yaml`
+    never deletes what db.yaml declared."""
+    if not source:
+        return False
+    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+# -- ordering ---------------------------------------------------------------------------
+
+
+def _with_dependencies(changes: list[Change], desired: Desired, observed: Observed) -> list[Change]:
+    """Attach to each change the changes it must wait for: a VM waits for its new volumes
+    and networks; a deleted volume waits for the deletion of the VMs that use it."""
+    planned = {c.ref for c in changes}
+    deleted = {c.ref for c in changes if c.action is Action.DELETE}
+    out = []
+    for change in changes:
+        if change.action is Action.DELETE:
+            users = _users_of(change.ref, observed)
+            deps = tuple(r for r in users if r in deleted)
+        else:
+            assert change.spec is not None
+            deps = tuple(r for r in dependencies(change.spec) if r in planned and r not in deleted)
+        out.append(replace(change, depends_on=deps))
+    return out
+
+
+def _users_of(ref: Ref, observed: Observed) -> list[Ref]:
+    users = []
+    for other, live in observed.objects.items():
+        spec = live.spec
+        if ref.kind is Kind.POOL and isinstance(spec, VolumeSpec) and spec.pool == ref.name:
+            users.append(other)
+        elif ref.kind is Kind.VOLUME and isinstance(spec, VMSpec) and any(d.volume == ref.name for d in spec.disks):
+            users.append(other)
+        elif ref.kind is Kind.NETWORK and isinstance(spec, VMSpec) and any(n.network == ref.name for n in spec.nics):
+            users.append(other)
+    if ref.kind is Kind.POOL:
+        users += [Ref(Kind.VOLUME, name) for (pool, name) in observed.volumes if pool == ref.name]
+    if ref.kind is Kind.VOLUME:
+        target = observed.objects.get(ref)
+        for (pool, name), live in observed.volumes.items():
+            assert isinstance(live.spec, VolumeSpec)
+            if target is not None and target.path and live.spec.source_path == target.path:
+                users.append(Ref(Kind.VOLUME, name))
+    return users
+
+
+# -- reasons ----------------------------------------------------------------------------
+
+
+def _create_reason(spec: Spec) -> str:
+    return f"declared in {spec.meta.source} and absent from the host"
+
+
+def _create_fields(spec: Spec) -> tuple[FieldDiff, ...]:
+    """The essentials of a new object, shown under `+` in the plan."""
+    live = UpdateMode.LIVE
+    if isinstance(spec, PoolSpec):
+        return (FieldDiff("spec.path", None, spec.path, live),)
+    if isinstance(spec, VolumeSpec):
+        fields = [FieldDiff("spec.size", None, format_size(spec.size), live),
+                  FieldDiff("spec.format", None, spec.format, live)]
+        if spec.source_volume or spec.source_path:
+            fields.append(FieldDiff("spec.source", None, spec.source_volume or spec.source_path, live))
+        return tuple(fields)
+    if isinstance(spec, NetworkSpec):
+        return (FieldDiff("spec.mode", None, spec.mode, live),
+                *((FieldDiff("spec.ipv4.cidr", None, spec.ipv4.cidr, live),) if spec.ipv4 else ()))
+    return (FieldDiff("spec.vcpus", None, spec.vcpus, live),
+            FieldDiff("spec.memory", None, format_size(spec.memory), live),
+            FieldDiff("spec.power", None, spec.power, live))
+
+
+def _fields_reason(diffs: list[FieldDiff]) -> str:
+    return "changed: " + ", ".join(d.path for d in diffs)

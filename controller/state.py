@@ -1,0 +1,213 @@
+"""State store: SQLite (WAL) in the state directory.
+
+Holds what libvirt cannot: which objects the controller owns (and from which
+manifest), the hash of the spec last applied, the last result and error per
+object, and a history of runs. `get` and `describe` merge it with live state.
+
+The directory is 0700 and the files 0600 whatever the umask. Writers take the
+lock of this object (worker threads share one connection) and SQLite's
+busy_timeout covers other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.model import Kind, OwnedRecord, Ref
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uuid TEXT,
+    source TEXT NOT NULL,
+    protect INTEGER NOT NULL DEFAULT 0,
+    spec_hash TEXT,
+    spec_json TEXT,
+    owned_since REAL NOT NULL,
+    last_applied REAL,
+    last_action TEXT,
+    last_result TEXT,
+    last_error TEXT,
+    updated REAL NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    result TEXT,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS run_changes (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    result TEXT NOT NULL,
+    error TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_changes_object ON run_changes (kind, name, at);
+"""
+
+HISTORY_LIMIT = 500  # runs kept; older ones (and their changes) are dropped
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    ref: Ref
+    uuid: str | None
+    source: str
+    protect: bool
+    spec: dict[str, Any] | None
+    last_applied: float | None
+    last_action: str | None
+    last_result: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    run_id: int
+    ref: Ref
+    action: str
+    result: str
+    error: str | None
+    at: float
+
+
+class StateStore:
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self.path = self.dir / "state.db"
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(SCHEMA)
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- ownership ------------------------------------------------------------------
+
+    def owned(self) -> dict[Ref, OwnedRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, name, source, protect, spec_hash FROM objects").fetchall()
+        return {Ref(Kind(k), n): OwnedRecord(source=s, protect=bool(p), spec_hash=h) for k, n, s, p, h in rows}
+
+    def record_owned(
+        self, ref: Ref, *, source: str, protect: bool, uuid: str | None = None,
+        spec_hash: str | None = None, spec: dict[str, Any] | None = None,
+    ) -> None:
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                """INSERT INTO objects (kind, name, uuid, source, protect, spec_hash, spec_json, owned_since,
+                                        last_applied, updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (kind, name) DO UPDATE SET
+                       uuid = COALESCE(excluded.uuid, objects.uuid), source = excluded.source,
+                       protect = excluded.protect, spec_hash = excluded.spec_hash,
+                       spec_json = excluded.spec_json, last_applied = excluded.last_applied,
+                       updated = excluded.updated""",
+                (ref.kind.value, ref.name, uuid, source, int(protect), spec_hash,
+                 json.dumps(spec) if spec is not None else None, now, now, now),
+            )
+
+    def forget(self, ref: Ref) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (ref.kind.value, ref.name))
+
+    def status(self, ref: Ref) -> ObjectStatus | None:
+        found = self.statuses(kind=ref.kind, name=ref.name)
+        return found[0] if found else None
+
+    def statuses(self, *, kind: Kind | None = None, name: str | None = None) -> list[ObjectStatus]:
+        query = ("SELECT kind, name, uuid, source, protect, spec_json, last_applied, last_action, last_result,"
+                 " last_error FROM objects WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR name = ?)"
+                 " ORDER BY kind, name")
+        k = kind.value if kind else None
+        with self._lock:
+            rows = self._db.execute(query, (k, k, name, name)).fetchall()
+        return [
+            ObjectStatus(Ref(Kind(r[0]), r[1]), r[2], r[3], bool(r[4]), json.loads(r[5]) if r[5] else None,
+                         r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    # -- runs and results ------------------------------------------------------------
+
+    def begin_run(self, command: str) -> int:
+        with self._write() as db:
+            cur = db.execute("INSERT INTO runs (command, started) VALUES (?, ?)", (command, time.time()))
+            run_id = int(cur.lastrowid or 0)
+            db.execute(
+                "DELETE FROM run_changes WHERE run_id <= ?", (run_id - HISTORY_LIMIT,)
+            )
+            db.execute("DELETE FROM runs WHERE id <= ?", (run_id - HISTORY_LIMIT,))
+        return run_id
+
+    def finish_run(self, run_id: int, *, result: str, summary: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET finished = ?, result = ?, summary = ? WHERE id = ?",
+                       (time.time(), result, json.dumps(summary, sort_keys=True), run_id))
+
+    def record_result(self, run_id: int, ref: Ref, *, action: str, ok: bool, error: str | None) -> None:
+        result = "ok" if ok else "failed"
+        now = time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO run_changes (run_id, kind, name, action, result, error, at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (run_id, ref.kind.value, ref.name, action, result, error, now))
+            db.execute("UPDATE objects SET last_action = ?, last_result = ?, last_error = ?, updated = ?"
+                       " WHERE kind = ? AND name = ?",
+                       (action, result, error, now, ref.kind.value, ref.name))
+
+    def history(self, ref: Ref, *, limit: int = 10) -> list[ChangeRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, action, result, error, at FROM run_changes WHERE kind = ? AND name = ?"
+                " ORDER BY at DESC LIMIT ?", (ref.kind.value, ref.name, limit)).fetchall()
+        return [ChangeRecord(r[0], ref, r[1], r[2], r[3], r[4]) for r in rows]
+
+    def runs(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, command, started, finished, result, summary FROM runs ORDER BY id DESC LIMIT ?",
+                (limit,)).fetchall()
+        return [dict(id=r[0], command=r[1], started=r[2], finished=r[3], result=r[4],
+                     summary=json.loads(r[5]) if r[5] else None) for r in rows]

@@ -1,0 +1,141 @@
+"""Status: the state store (what was applied, by whom, with what result) merged with
+live libvirt state, for `get` and `describe` — desired and live side by side."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from controller.adapter import Libvirt
+from controller.errors import IaasError
+from controller.kinds import vm as vm_kind
+from controller.model import Kind, NetworkSpec, PoolSpec, Ref, VMSpec, VolumeSpec
+from controller.observe import Live, Observed
+from controller.state import ObjectStatus, StateStore
+from controller.units import format_size
+
+KIND_ALIASES = {
+    Kind.VM: ("virtualmachine", "virtualmachines", "vm", "vms"),
+    Kind.NETWORK: ("network", "networks", "net", "nets"),
+    Kind.VOLUME: ("volume", "volumes", "vol", "vols"),
+    Kind.POOL: ("storagepool", "storagepools", "pool", "pools"),
+}
+
+COLUMNS = {
+    Kind.VM: ("NAME", "MANAGED", "DESIRED", "STATE", "VCPUS", "MEMORY", "IP", "CONDITION", "LAST"),
+    Kind.NETWORK: ("NAME", "MANAGED", "STATE", "MODE", "CIDR", "BRIDGE", "AUTOSTART", "LAST"),
+    Kind.VOLUME: ("NAME", "MANAGED", "POOL", "SIZE", "FORMAT", "BACKING", "LAST"),
+    Kind.POOL: ("NAME", "MANAGED", "STATE", "PATH", "AUTOSTART", "LAST"),
+}
+
+
+def parse_kind(text: str) -> Kind:
+    lowered = text.lower()
+    for kind, aliases in KIND_ALIASES.items():
+        if lowered in aliases:
+            return kind
+    known = ", ".join(a for aliases in KIND_ALIASES.values() for a in aliases[1::2])
+    raise ValueError(f"unknown kind {text!r} (use one of: {known})")
+
+
+def rows(kind: Kind, observed: Observed, store: StateStore, client: Libvirt, *, name: str | None = None
+         ) -> list[dict[str, Any]]:
+    """One row per object of a kind: live objects and owned ones that are missing."""
+    statuses = {s.ref: s for s in store.statuses(kind=kind, name=name)}
+    lives: dict[Ref, Live] = {}
+    if kind is Kind.VOLUME:
+        for live in observed.volumes.values():
+            lives.setdefault(live.ref, live)
+    else:
+        lives = {r: live for r, live in observed.objects.items() if r.kind is kind}
+    refs = sorted(set(lives) | set(statuses), key=lambda r: r.name)
+    return [_row(ref, lives.get(ref), statuses.get(ref), client) for ref in refs if name in (None, ref.name)]
+
+
+def _row(ref: Ref, live: Live | None, status: ObjectStatus | None, client: Libvirt) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": ref.name,
+        "managed": "yes" if status or (live and live.owner) else "no",
+        "state": live.state if live else "missing",
+        "last": _last(status),
+    }
+    spec = live.spec if live else None
+    if isinstance(spec, VMSpec) and live is not None:
+        desired = (status.spec or {}).get("spec", {}) if status else {}
+        row.update(desired=desired.get("power"), vcpus=spec.vcpus, memory=format_size(spec.memory),
+                   ip=_ips(client, ref.name) if live.running else None, condition=_vm_condition(live))
+    elif isinstance(spec, NetworkSpec):
+        row.update(mode=spec.mode, cidr=spec.ipv4.cidr if spec.ipv4 else None, bridge=spec.bridge,
+                   autostart=spec.autostart)
+    elif isinstance(spec, VolumeSpec):
+        row.update(pool=spec.pool, size=format_size(spec.size), format=spec.format, backing=spec.source_path,
+                   state="present")
+    elif isinstance(spec, PoolSpec):
+        row.update(path=spec.path, autostart=spec.autostart)
+    return row
+
+
+def _last(status: ObjectStatus | None) -> str | None:
+    if status is None or status.last_result is None:
+        return None
+    if status.last_result == "ok":
+        return f"{status.last_action}: ok"
+    return f"{status.last_action}: failed: {status.last_error}"
+
+
+def _vm_condition(live: Live) -> str:
+    if live.live is not None and isinstance(live.spec, VMSpec) and vm_kind.restart_pending(live.spec, live.live):
+        return "RestartRequired"
+    return "Ready" if live.running else "Stopped"
+
+
+def _ips(client: Libvirt, name: str) -> str | None:
+    try:
+        addresses = client.domain_addresses(name)
+    except IaasError:
+        return None
+    return ",".join(ip for _, ip in addresses) or None
+
+
+def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -> dict[str, Any] | None:
+    """Everything known about one object, or None when neither libvirt nor the store knows it."""
+    live = observed.get(ref)
+    status = store.status(ref)
+    if live is None and status is None:
+        return None
+    doc: dict[str, Any] = {"kind": ref.kind.value, "name": ref.name}
+    doc["managed"] = bool(status or (live and live.owner))
+    if status:
+        doc["source"] = status.source
+        doc["protect"] = status.protect
+        doc["desired"] = status.spec
+        doc["lastApplied"] = status.last_applied
+        doc["lastResult"] = _last(status)
+    if live:
+        live_doc: dict[str, Any] = {"state": live.state, "uuid": live.uuid}
+        live_doc["definition"] = _plain(asdict(live.spec))
+        if live.path:
+            live_doc["path"] = live.path
+        if isinstance(live.spec, VMSpec):
+            live_doc["condition"] = _vm_condition(live)
+            if live.running:
+                live_doc["addresses"] = [{"mac": m, "ip": ip} for m, ip in _safe_addresses(client, ref.name)]
+        doc["live"] = live_doc
+    else:
+        doc["live"] = {"state": "missing"}
+    doc["history"] = [
+        {"at": h.at, "action": h.action, "result": h.result, "error": h.error} for h in store.history(ref)
+    ]
+    return doc
+
+
+def _safe_addresses(client: Libvirt, name: str) -> list[tuple[str, str]]:
+    try:
+        return client.domain_addresses(name)
+    except IaasError:
+        return []
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    data.pop("meta", None)
+    return data
