@@ -423,16 +423,9 @@ class Libvirt:
 
     @_mutating
     def build_pool(self, name: str) -> None:
-        pool = self._conn.storagePoolLookupByName(name)
-        try:
-            pool.build(libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-                pool.build(0)  # drivers without NO_OVERWRITE (the test driver) never overwrite anything
-            # An existing directory is fine: building only has to make sure it exists.
-            elif code not in (libvirt.VIR_ERR_STORAGE_POOL_BUILT, libvirt.VIR_ERR_OPERATION_FAILED):
-                raise
+        """Make the pool's directory. For dir pools building never destroys anything
+        (NO_OVERWRITE is for pools that format a device, and dir pools reject it)."""
+        self._conn.storagePoolLookupByName(name).build(0)
 
     @_mutating
     def start_pool(self, name: str) -> None:

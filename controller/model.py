@@ -8,6 +8,7 @@ Sizes are integers of bytes; names are already checked against the name rule.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -192,3 +193,13 @@ class OwnedRecord:
     source: str                 # absolute path of the manifest file it was last applied from
     protect: bool = False
     spec_hash: str | None = None
+
+
+def plain(value: object) -> object:
+    """Specs (and their parts) as JSON-ready data, without `meta` (which holds where the
+    document came from, not what it says)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "meta"}
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value

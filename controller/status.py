@@ -3,13 +3,12 @@ live libvirt state, for `get` and `describe` — desired and live side by side."
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from controller.adapter import Libvirt
 from controller.errors import IaasError
 from controller.kinds import vm as vm_kind
-from controller.model import Kind, NetworkSpec, PoolSpec, Ref, VMSpec, VolumeSpec
+from controller.model import Kind, NetworkSpec, PoolSpec, Ref, VMSpec, VolumeSpec, plain
 from controller.observe import Live, Observed
 from controller.state import ObjectStatus, StateStore
 from controller.units import format_size
@@ -113,7 +112,7 @@ def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -
         doc["lastResult"] = _last(status)
     if live:
         live_doc: dict[str, Any] = {"state": live.state, "uuid": live.uuid}
-        live_doc["definition"] = _plain(asdict(live.spec))
+        live_doc["definition"] = plain(live.spec)
         if live.path:
             live_doc["path"] = live.path
         if isinstance(live.spec, VMSpec):
@@ -134,8 +133,3 @@ def _safe_addresses(client: Libvirt, name: str) -> list[tuple[str, str]]:
         return client.domain_addresses(name)
     except IaasError:
         return []
-
-
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    data.pop("meta", None)
-    return data

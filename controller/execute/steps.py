@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from controller import errors
 from controller.adapter import Libvirt
@@ -23,7 +23,7 @@ from controller.kinds import pool as pool_kind
 from controller.kinds import vm as vm_kind
 from controller.kinds import volume as volume_kind
 from controller.kinds.base import OwnerMark
-from controller.model import Desired, Kind, NetworkSpec, PoolSpec, Ref, Spec, VMSpec, VolumeSpec
+from controller.model import Desired, Kind, NetworkSpec, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, plain
 from controller.plan import Action, Change
 from controller.state import StateStore
 
@@ -41,9 +41,8 @@ class StepContext:
 
 def spec_document(spec: Spec) -> dict[str, object]:
     """The spec as plain data for the state store (where it came from is kept apart)."""
-    data = asdict(spec)
-    meta = data.pop("meta")
-    return {"name": meta["name"], "labels": dict(meta["labels"]), "protect": meta["protect"], "spec": data}
+    meta = spec.meta
+    return {"name": meta.name, "labels": dict(meta.labels), "protect": meta.protect, "spec": plain(spec)}
 
 
 def spec_hash(spec: Spec) -> str:

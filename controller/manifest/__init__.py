@@ -1,0 +1,64 @@
+"""Manifest loading: YAML files -> validated, typed desired state (`controller.model.Desired`).
+
+The first step of the pipeline; nothing here touches libvirt. The stages, each a
+module:
+
+    files        which files, their text (size limit before parsing)
+    yamlsafe     text -> located documents (no aliases, tags, duplicate keys; depth/node limits)
+    envelope     apiVersion and kind, and the name a document declares
+    schema       the kind's JSON Schema, errors mapped back to lines
+    yaml11       the YAML 1.1 implicit-typing traps (`no`, `0755`, unquoted MACs)
+    build        values -> specs, with per-document rules (`ipv4` for address plans)
+    crosscheck   rules across documents (references, cycles, duplicates, overlaps)
+
+Every finding of every file is collected, and one ManifestInvalid carries them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from controller.errors import ManifestInvalid, Problem
+from controller.manifest import build, crosscheck, envelope, files, schema, yaml11, yamlsafe
+from controller.manifest.located import Document
+from controller.model import Desired, Ref, Spec
+
+__all__ = ["load"]
+
+
+def load(paths: Sequence[str]) -> Desired:
+    """Load every *.yaml/*.yml under each path (files or directory trees, sorted, dotfiles
+    and editor temp files like *~, *.swp, .#* skipped), validate, cross-check, and return
+    typed specs. Raises ManifestInvalid carrying EVERY problem found in the run (all files),
+    never touching libvirt."""
+    manifest_files, problems = files.read_all(paths)
+    declared: list[crosscheck.Declared] = []
+    specs: list[Spec] = []
+    for manifest in manifest_files:
+        documents, found = yamlsafe.read_documents(manifest.text, manifest.name)
+        problems += found
+        for doc in documents:
+            spec, found = _document(doc, declared)
+            problems += found
+            if spec is not None:
+                specs.append(spec)
+    problems += crosscheck.check(declared, specs)
+    if problems:
+        raise ManifestInvalid(problems)
+    return Desired(specs=tuple(specs), roots=tuple(str(Path(p).resolve()) for p in paths))
+
+
+def _document(doc: Document, declared: list[crosscheck.Declared]) -> tuple[Spec | None, list[Problem]]:
+    """One document through envelope, schema, spelling and build; records its name in `declared`."""
+    kind, problems = envelope.kind_of(doc)
+    if kind is None:
+        return None, problems
+    name = envelope.declared_name(doc)
+    if name is not None:
+        declared.append(crosscheck.Declared(Ref(kind, name), doc.file, doc.line_of(("metadata", "name"))))
+    problems, flagged = schema.validate(doc, kind)
+    problems += yaml11.spelling_problems(doc, flagged)
+    if problems:
+        return None, problems
+    return build.build(doc, kind)

@@ -1,0 +1,45 @@
+"""Shared fixtures. The real-host tier lives in tests/realhost and has its own conftest."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.config import Config
+from controller.reconcile import Session
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    """A Session on libvirt's in-process test driver with a private state directory.
+    The test driver's state lives as long as a connection is open: each test starts
+    from libvirt's default fixture (domain `test`, network `default`, pool `default-pool`)."""
+    config = Config(connect="test:///default", state_dir=str(tmp_path / "state"), shutdown_timeout=2.0,
+                    console_log_dir="/var/log/iaasctl-test")
+    with Session.open(config) as s:
+        yield s
+
+
+@pytest.fixture
+def write_manifests(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write manifest files under tmp_path/specs and return that directory."""
+    root = tmp_path / "specs"
+
+    def write(files: dict[str, str]) -> Path:
+        root.mkdir(exist_ok=True)
+        for name, text in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return root
+
+    return write
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
