@@ -139,6 +139,8 @@ def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord],
 
 def _plan_spec(b: _Builder, spec: Spec) -> None:
     ref = ref_of(spec)
+    if isinstance(spec, VMSpec) and not _fits_host(b, spec):
+        return
     live = b.observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
     if live is None:
         b.changes.append(Change(ref, Action.CREATE, _create_reason(spec), _create_fields(spec), spec=spec))
@@ -223,7 +225,6 @@ def _plan_network(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
 def _plan_vm(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
     assert isinstance(spec, VMSpec) and isinstance(live.spec, VMSpec)
     ref = ref_of(spec)
-    _check_host(b, spec)
     diffs = vm_kind.diff(spec, live.spec)
     running = live.running
     pending = vm_kind.restart_pending(live.spec, live.live) if running and live.live else []
@@ -260,15 +261,18 @@ def _power_diff(live: Live, spec: VMSpec) -> FieldDiff | None:
     return FieldDiff("spec.power", live.state, spec.power, UpdateMode.LIVE)
 
 
-def _check_host(b: _Builder, spec: VMSpec) -> None:
-    """Admission against the host: a VM the host cannot hold is refused before anything is defined."""
+def _fits_host(b: _Builder, spec: VMSpec) -> bool:
+    """Admission against the host: a VM the host cannot hold is refused before anything
+    is defined or changed (libvirt itself would define it, and some drivers start it)."""
     host = b.observed.host
+    before = len(b.refusals)
     if host.memory and spec.memory > host.memory:
         b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where('spec.memory')}: {format_size(spec.memory)} "
                                   f"is more than the host's memory ({format_size(host.memory)})"))
     if host.cpus and spec.vcpus > host.cpus:
         b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where('spec.vcpus')}: {spec.vcpus} vCPUs is more "
                                   f"than the host's {host.cpus} CPUs"))
+    return len(b.refusals) == before
 
 
 _HANDLERS = {Kind.POOL: _plan_pool, Kind.VOLUME: _plan_volume, Kind.NETWORK: _plan_network, Kind.VM: _plan_vm}
@@ -340,7 +344,7 @@ def _with_dependencies(changes: list[Change], desired: Desired, observed: Observ
     for change in changes:
         if change.action is Action.DELETE:
             users = _users_of(change.ref, observed)
-            deps = tuple(r for r in users if r in deleted)
+            deps = tuple(r for r in dict.fromkeys(users) if r in deleted)
         else:
             assert change.spec is not None
             deps = tuple(r for r in dependencies(change.spec) if r in planned and r not in deleted)
