@@ -456,6 +456,12 @@ class Libvirt:
     def resize_volume(self, pool: str, name: str, capacity: int) -> None:
         self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name).resize(capacity, 0)
 
+    @_mutating
+    def block_resize(self, domain: str, path: str, capacity: int) -> None:
+        """Grow a disk of a running domain (the image is locked by QEMU)."""
+        dom = self._conn.lookupByName(domain)
+        dom.blockResize(path, capacity, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
     @_reading
     def volume_path(self, pool: str, name: str) -> str:
         return str(self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name).path())

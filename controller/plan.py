@@ -68,6 +68,7 @@ class Change:
     depends_on: tuple[Ref, ...] = ()       # changes that must succeed first
     restart: bool = False                  # VMs: restart as part of this change
     adopt: bool = False                    # record ownership of an existing object
+    via: Ref | None = None                 # volumes: the running VM the change goes through
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,20 @@ def _plan_volume(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
         b.changes.append(Change(ref_of(spec), Action.REPLACE, _fields_reason(diffs), tuple(diffs),
                                 Disruption.DESTRUCTIVE, spec=spec, live=live, adopt=adopt))
     elif diffs:
-        b.changes.append(Change(ref_of(spec), Action.UPDATE, "grow the volume in place", tuple(diffs),
-                                spec=spec, live=live, adopt=adopt))
+        # A disk in use by a running VM is grown through that VM (QEMU holds the image's
+        # write lock), which also tells the guest at once.
+        via = _running_user(b.observed, spec)
+        reason = f"grow the volume in place, live through {via}" if via else "grow the volume in place"
+        b.changes.append(Change(ref_of(spec), Action.UPDATE, reason, tuple(diffs),
+                                spec=spec, live=live, adopt=adopt, via=via))
+
+
+def _running_user(observed: Observed, spec: VolumeSpec) -> Ref | None:
+    for ref, live in sorted(observed.objects.items(), key=lambda item: item[0].sort_key):
+        if isinstance(live.spec, VMSpec) and live.running and live.live is not None:
+            if any(d.volume == spec.meta.name for d in live.live.disks):
+                return ref
+    return None
 
 
 def _desired_backing(b: _Builder, spec: VolumeSpec) -> str | None:

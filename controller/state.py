@@ -11,6 +11,8 @@ busy_timeout covers other processes.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import sqlite3
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.errors import LockHeld
 from controller.model import Kind, OwnedRecord, Ref
 
 SCHEMA = """
@@ -211,3 +214,29 @@ class StateStore:
                 (limit,)).fetchall()
         return [dict(id=r[0], command=r[1], started=r[2], finished=r[3], result=r[4],
                      summary=json.loads(r[5]) if r[5] else None) for r in rows]
+
+
+@contextmanager
+def exclusive(state_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the state directory's lock: one applying controller per state directory.
+
+    flock is released by the kernel when the holder dies, so a SIGKILLed apply never
+    leaves a stale lock; the pid inside is only for the message."""
+    directory = Path(state_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LockHeld(f"another iaasctl holds {path} (pid {holder})") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

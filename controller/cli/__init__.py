@@ -115,6 +115,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from controller.cli import output
     from controller.plan import Disruption, Policy
     from controller.reconcile import Session, apply
+    from controller.state import exclusive
 
     if args.dry_run:
         return cmd_plan(args)
@@ -123,7 +124,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
-    with Session.open(config) as session:
+    with exclusive(config.state_dir), Session.open(config) as session:
         preview, _ = session.plan(desired, policy=policy)
         output.print_plan(preview)
         if preview.empty and not preview.refusals:

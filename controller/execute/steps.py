@@ -147,8 +147,11 @@ def _backing(ctx: StepContext, spec: VolumeSpec) -> tuple[str | None, str | None
 
 
 def _update_volume(ctx: StepContext, spec: Spec, change: Change) -> None:
-    assert isinstance(spec, VolumeSpec)
-    ctx.client.resize_volume(spec.pool, spec.meta.name, spec.size)
+    assert isinstance(spec, VolumeSpec) and change.live is not None
+    if change.via is not None and change.live.path:
+        ctx.client.block_resize(change.via.name, change.live.path, spec.size)
+    else:
+        ctx.client.resize_volume(spec.pool, spec.meta.name, spec.size)
 
 
 def _delete_volume(ctx: StepContext, change: Change) -> None:

@@ -48,7 +48,7 @@ metadata:
   name: {PREFIX}from-file
 spec:
   pool: {PREFIX}pool
-  size: 128MiB
+  size: FROM_FILE_SIZE
   source:
     path: {BASE_IMAGE}
 ---
@@ -79,6 +79,10 @@ spec:
         ip: {VM_IP}
         hostname: guest
 """
+
+
+def storage(*, data: str, from_file: str = "128MiB") -> str:
+    return STORAGE.replace("DATA_SIZE", data).replace("FROM_FILE_SIZE", from_file)
 
 
 def vm(*, memory: str = "128MiB", power: str = "running") -> str:
@@ -126,7 +130,7 @@ def test_full_lifecycle_on_a_real_host(host: Host) -> None:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(BASE_IMAGE), "32M"], check=True)
     BASE_IMAGE.chmod(0o644)
     CONSOLE_LOG.unlink(missing_ok=True)
-    host.write("storage.yaml", STORAGE.replace("DATA_SIZE", "16MiB"))
+    host.write("storage.yaml", storage(data="16MiB"))
     host.write("network.yaml", NETWORK)
     host.write("vm.yaml", vm())
 
@@ -150,15 +154,19 @@ def test_full_lifecycle_on_a_real_host(host: Host) -> None:
     nets = {r["name"]: r for r in host.get("networks")}
     assert nets[f"{PREFIX}net"]["state"] == "active" and nets[f"{PREFIX}net"]["managed"] == "yes"
 
-    # a volume grows in place; a shrink is refused and changes nothing
-    host.write("storage.yaml", STORAGE.replace("DATA_SIZE", "32MiB"))
-    host.iaasctl("apply", "-f", str(host.specs), check=0)
+    # volumes grow in place, a disk of the running VM through the VM;
+    # a shrink is refused and changes nothing
+    host.write("storage.yaml", storage(data="32MiB", from_file="160MiB"))
+    grown = host.iaasctl("apply", "-f", str(host.specs), check=0)
+    assert f"live through VirtualMachine/{PREFIX}vm" in grown.stdout
     assert qemu_img_info(str(POOL_DIR / f"{PREFIX}data"))["virtual-size"] == 32 << 20
-    host.write("storage.yaml", STORAGE.replace("DATA_SIZE", "8MiB"))
+    assert qemu_img_info(str(POOL_DIR / f"{PREFIX}from-file"))["virtual-size"] == 160 << 20
+    host.iaasctl("plan", "-f", str(host.specs), check=0)
+    host.write("storage.yaml", storage(data="8MiB", from_file="160MiB"))
     shrink = host.iaasctl("apply", "-f", str(host.specs), check=1)
     assert "shrinking a volume from 32MiB to 8MiB is refused" in shrink.stdout + shrink.stderr
     assert qemu_img_info(str(POOL_DIR / f"{PREFIX}data"))["virtual-size"] == 32 << 20
-    host.write("storage.yaml", STORAGE.replace("DATA_SIZE", "32MiB"))
+    host.write("storage.yaml", storage(data="32MiB", from_file="160MiB"))
 
     # memory change with restartPolicy auto: the VM restarts with the new size
     host.write("vm.yaml", vm(memory="192MiB"))

@@ -282,3 +282,17 @@ def test_cli_invalid_manifest_changes_nothing(session, write_manifests, capsys) 
     assert f"{root / 'web.yaml'}:7: spec.memory: 'lots' is not a size" in err
     assert session.client.mutations == 0
     assert live_names(session, Kind.VM) == {"test"}
+
+
+def test_a_second_apply_on_the_same_state_dir_is_refused(session, write_manifests, capsys) -> None:
+    from controller.state import exclusive
+
+    root = write_manifests(m.stack())
+    with exclusive(session.config.state_dir):
+        assert cli(session, "apply", "-f", str(root), "--yes") == 1
+    err = capsys.readouterr().err
+    assert "another iaasctl holds" in err and "lock" in err
+    import os
+
+    assert f"(pid {os.getpid()})" in err
+    assert session.client.mutations == 0

@@ -91,6 +91,8 @@ def render(result: Plan) -> dict[str, list[str]]:
             line += f" [{c.disruption.value}]"
         if c.action.value != "create":
             line += "".join(f" | {f.path}: {_show(f.old)} -> {_show(f.new)}" for f in c.fields)
+        if c.via:
+            line += f" (via {c.via})"
         if c.depends_on:
             line += " (after " + ", ".join(map(str, c.depends_on)) + ")"
         changes.append(line)
