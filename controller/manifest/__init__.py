@@ -4,11 +4,12 @@ The first step of the pipeline; nothing here touches libvirt. The stages, each a
 module:
 
     files        which files, their text (size limit before parsing)
-    yamlsafe     text -> located documents (no aliases, tags, duplicate keys; depth/node limits)
+    yamlsafe     text -> located documents (`located`): no aliases, tags or duplicate
+                 keys; depth and node limits
     envelope     apiVersion and kind, and the name a document declares
-    schema       the kind's JSON Schema, errors mapped back to lines
+    schema       the kind's JSON Schema (`formats` checked for real), errors mapped to lines
     yaml11       the YAML 1.1 implicit-typing traps (`no`, `0755`, unquoted MACs)
-    build        values -> specs, with per-document rules (`ipv4` for address plans)
+    build        values -> specs, with the address-plan rules of `ipv4`
     crosscheck   rules across documents (references, cycles, duplicates, overlaps)
 
 Every finding of every file is collected, and one ManifestInvalid carries them all.
@@ -27,11 +28,17 @@ from controller.model import Desired, Ref, Spec
 __all__ = ["load"]
 
 
-def load(paths: Sequence[str]) -> Desired:
+def load(paths: Sequence[str], *, partial: bool = False) -> Desired:
     """Load every *.yaml/*.yml under each path (files or directory trees, sorted, dotfiles
     and editor temp files like *~, *.swp, .#* skipped), validate, cross-check, and return
     typed specs. Raises ManifestInvalid carrying EVERY problem found in the run (all files),
-    never touching libvirt."""
+    never touching libvirt.
+
+    `partial=True` says the paths are only some of the manifests (`delete -f web.yaml`):
+    a reference to a document outside them is then not an error; every other check runs.
+    """
+    if isinstance(paths, str):
+        raise TypeError("load() takes a sequence of paths, not one string")
     manifest_files, problems = files.read_all(paths)
     declared: list[crosscheck.Declared] = []
     specs: list[Spec] = []
@@ -43,7 +50,7 @@ def load(paths: Sequence[str]) -> Desired:
             problems += found
             if spec is not None:
                 specs.append(spec)
-    problems += crosscheck.check(declared, specs)
+    problems += crosscheck.check(declared, specs, references=not partial)
     if problems:
         raise ManifestInvalid(problems)
     return Desired(specs=tuple(specs), roots=tuple(str(Path(p).resolve()) for p in paths))

@@ -2,10 +2,10 @@
 
 Renames manifest fields to model fields (`allowReplace` -> `allow_replace`,
 `networks` -> `nics`, ...), normalises spelling (sizes to bytes, MACs to lower
-case, labels to sorted pairs) and checks the few per-document rules that a schema
-cannot state (a consistent address plan, see `ipv4`). A field the manifest leaves out is not passed, so the model's dataclass
-defaults apply (the schemas' `default`s document the same values; a test keeps
-the two in agreement).
+case, labels to sorted pairs) and checks the one per-document rule a schema cannot
+state: a consistent address plan (see `ipv4`). A field the manifest leaves out is
+not passed, so the model's dataclass defaults apply (the schemas' `default`s
+document the same values; a test keeps the two in agreement).
 """
 
 from __future__ import annotations
@@ -18,7 +18,17 @@ from controller.errors import Problem
 from controller.manifest.ipv4 import build_ipv4
 from controller.manifest.located import Document
 from controller.model import (
-    BootSpec, DiskSpec, Kind, Meta, NetworkSpec, NicSpec, PoolSpec, Source, Spec, VMSpec, VolumeSpec,
+    BootSpec,
+    DiskSpec,
+    Kind,
+    Meta,
+    NetworkSpec,
+    NicSpec,
+    PoolSpec,
+    Source,
+    Spec,
+    VMSpec,
+    VolumeSpec,
 )
 from controller.units import parse_size
 

@@ -28,15 +28,16 @@ class Declared:
         return f"{self.file}:{self.line}"
 
 
-def check(declared: Sequence[Declared], specs: Sequence[Spec]) -> list[Problem]:
-    """Every cross-document finding of the run."""
+def check(declared: Sequence[Declared], specs: Sequence[Spec], *, references: bool = True) -> list[Problem]:
+    """Every cross-document finding of the run; `references=False` when the run holds only
+    some of the manifests, so that a referenced document may lie outside it."""
     volumes = [s for s in specs if isinstance(s, VolumeSpec)]
     vms = [s for s in specs if isinstance(s, VMSpec)]
     networks = [s for s in specs if isinstance(s, NetworkSpec)]
     pools = [s for s in specs if isinstance(s, PoolSpec)]
     return [
         *_unique_names(declared),
-        *_references({d.ref for d in declared}, specs),
+        *(_references({d.ref for d in declared}, specs) if references else ()),
         *_source_cycles(volumes),
         *_attachments(vms),
         *_duplicates("MAC", ((vm, f"spec.networks[{i}].mac", n.mac) for vm in vms

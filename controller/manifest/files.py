@@ -40,7 +40,10 @@ def read_all(paths: Sequence[str]) -> tuple[list[ManifestFile], list[Problem]]:
     problems: list[Problem] = []
     seen: set[Path] = set()
     for name in _walk(paths, problems):
-        real = Path(name).resolve()
+        try:
+            real = Path(name).resolve()
+        except (OSError, RuntimeError):          # a symlink loop: _read reports it
+            real = Path(os.path.abspath(name))
         if real in seen:
             continue
         seen.add(real)
@@ -51,10 +54,14 @@ def read_all(paths: Sequence[str]) -> tuple[list[ManifestFile], list[Problem]]:
 
 
 def _walk(paths: Sequence[str], problems: list[Problem]) -> Iterator[str]:
+    def unreadable(exc: OSError) -> None:
+        # A directory skipped in silence would look like deleted manifests: say so.
+        problems.append(Problem(str(exc.filename), 0, "$", f"cannot read: {exc.strerror or exc}"))
+
     for given in paths:
         if os.path.isdir(given):
             found = []
-            for top, dirs, names in os.walk(given):
+            for top, dirs, names in os.walk(given, onerror=unreadable):
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 found += [os.path.join(top, n) for n in names if is_manifest_name(n)]
             yield from sorted(found, key=lambda name: Path(name).parts)

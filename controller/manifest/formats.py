@@ -20,14 +20,14 @@ from jsonschema import FormatChecker
 from controller.manifest.located import shown
 from controller.units import format_size, parse_size
 
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 NAME_MAX = 63
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_DOTTED_QUAD = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
-_CIDR = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$")
-_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_DOTTED_QUAD = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+_CIDR = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _LABEL_MAX = 63
 _IFNAME_MAX = 15                      # IFNAMSIZ - 1
 
@@ -36,8 +36,8 @@ def resource_name(value: object) -> None:
     if not isinstance(value, str):
         return
     if len(value) > NAME_MAX:
-        raise ValueError(f"'{value[:20]}...' is {len(value)} characters long; a name has at most {NAME_MAX}")
-    if not NAME.match(value):
+        raise ValueError(f"{shown(value[:20] + '...')} is {len(value)} characters long; a name has at most {NAME_MAX}")
+    if not NAME.fullmatch(value):
         raise ValueError(f"{shown(value)} is not a valid name: use lower-case letters, digits and '-', "
                          "starting and ending with a letter or digit")
 
@@ -45,22 +45,30 @@ def resource_name(value: object) -> None:
 MIN_MEMORY = 16 * 1024 * 1024
 
 
-def disk_size(value: object) -> None:
+def _bytes(value: object) -> int | None:
+    """The size in bytes; parse_size's own ValueError says what a size looks like."""
+    if isinstance(value, str) and value != value.strip():     # parse_size would forgive it, the pattern not
+        raise ValueError(f"{shown(value)} has spaces around it")
     if isinstance(value, (int, str)) and not isinstance(value, bool):
-        if parse_size(value) == 0:      # parse_size's own ValueError says what a size looks like
-            raise ValueError(f"must be greater than 0 (got {shown(value)})")
+        return parse_size(value)
+    return None                   # not a size at all: the schema's `type` reports it
+
+
+def disk_size(value: object) -> None:
+    if _bytes(value) == 0:
+        raise ValueError(f"must be greater than 0 (got {shown(value)})")
 
 
 def memory_size(value: object) -> None:
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        if parse_size(value) < MIN_MEMORY:
-            raise ValueError(f"{shown(value)} is less than the minimum of {format_size(MIN_MEMORY)}")
+    size = _bytes(value)
+    if size is not None and size < MIN_MEMORY:
+        raise ValueError(f"{shown(value)} is less than the minimum of {format_size(MIN_MEMORY)}")
 
 
 def mac_address(value: object) -> None:
     if not isinstance(value, str):
         return
-    if not _MAC.match(value):
+    if not _MAC.fullmatch(value):
         raise ValueError(f"{shown(value)} is not a MAC address (six hex pairs separated by ':', "
                          "e.g. 52:54:00:12:34:56)")
     if int(value[:2], 16) & 1:
@@ -72,7 +80,7 @@ def ipv4(value: object) -> None:
     if not isinstance(value, str):
         return
     try:
-        if not _DOTTED_QUAD.match(value):
+        if not _DOTTED_QUAD.fullmatch(value):
             raise ValueError
         ipaddress.IPv4Address(value)
     except ValueError:
@@ -82,7 +90,7 @@ def ipv4(value: object) -> None:
 def ipv4_cidr(value: object) -> None:
     if not isinstance(value, str):
         return
-    if not _CIDR.match(value):
+    if not _CIDR.fullmatch(value):
         raise ValueError(f"{shown(value)} is not an IPv4 network (address/prefix, e.g. 10.10.0.0/24)")
     try:
         ipaddress.IPv4Network(value, strict=True)
@@ -122,19 +130,19 @@ def hostname(value: object) -> None:
     if not isinstance(value, str):
         return
     labels = value.split(".")
-    if len(value) > 253 or not all(len(label) <= 63 and _DNS_LABEL.match(label) for label in labels):
+    if len(value) > 253 or not all(len(label) <= 63 and _DNS_LABEL.fullmatch(label) for label in labels):
         raise ValueError(f"{shown(value)} is not a DNS name (dot-separated labels of letters, digits and '-', "
                          "at most 63 characters each)")
 
 
 def label_key(value: object) -> None:
-    if isinstance(value, str) and (len(value) > _LABEL_MAX or not _LABEL_KEY.match(value)):
+    if isinstance(value, str) and (len(value) > _LABEL_MAX or not _LABEL_KEY.fullmatch(value)):
         raise ValueError(f"label key {shown(value)} is not valid: at most {_LABEL_MAX} letters, digits, "
                          "'-', '_', '.' and '/', starting and ending with a letter or digit")
 
 
 def label_value(value: object) -> None:
-    if isinstance(value, str) and (len(value) > _LABEL_MAX or not _LABEL_VALUE.match(value)):
+    if isinstance(value, str) and (len(value) > _LABEL_MAX or not _LABEL_VALUE.fullmatch(value)):
         raise ValueError(f"label value {shown(value)} is not valid: at most {_LABEL_MAX} letters, digits, "
                          "'-', '_' and '.', starting and ending with a letter or digit")
 

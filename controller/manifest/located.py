@@ -89,3 +89,8 @@ _SHORT.maxother = 80
 def shown(value: object) -> str:
     """A value quoted for a message, shortened: a user's 4 MiB string stays out of the log."""
     return _SHORT.repr(value)
+
+
+def brief(text: str) -> str:
+    """Text as written, shortened for a message."""
+    return text if len(text) <= 80 else text[:60] + "..."

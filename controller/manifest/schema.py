@@ -39,7 +39,8 @@ ENV_SCHEMAS = "IAASCTL_SCHEMAS"
 # JSON Schema counts 2.0 as an integer; a manifest that says `vcpus: 2.0` is a mistake.
 _TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
     "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
-_ManifestValidator = jsonschema.validators.extend(Draft202012Validator, type_checker=_TYPES)
+_ManifestValidator: Any = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, type_checker=_TYPES)
 # Keywords whose failure on a field with a `format` is best explained by the format.
 _FORMAT_LIKE = {"format", "pattern", "maxLength", "minLength"}
 
@@ -81,15 +82,20 @@ class _Finding:
 def validate(doc: Document, kind: Kind) -> tuple[list[Problem], set[JsonPath]]:
     """Findings for `doc`, and the paths they are about (later checks skip those)."""
     root = schema_for(kind)
-    findings = [f for error in validator_for(kind).iter_errors(doc.value) for f in _explain(error, doc, root)]
+    instance: Any = doc.value
+    findings = [f for error in validator_for(kind).iter_errors(instance) for f in _explain(error, doc, root)]
     typed = {f.at for f in findings if f.is_type}
     kept = [f for f in findings if f.is_type or f.at not in typed]   # a type error says it all
-    return sorted(set(f.problem for f in kept)), {f.at for f in kept}
+    return sorted({f.problem for f in kept}), {f.at for f in kept}
 
 
 def _explain(error: ValidationError, doc: Document, root: dict[str, Any]) -> Iterator[_Finding]:
     path: JsonPath = tuple(error.absolute_path)
-    instance, schema, keyword = error.instance, error.schema, error.validator
+    # jsonschema types these as "maybe unset"; for an error from iter_errors they are set.
+    instance: Any = error.instance
+    schema: Any = error.schema
+    value: Any = error.validator_value
+    keyword = error.validator
     when = _condition(error, root)
 
     def at(message: str, key: str | None = None) -> _Finding:
@@ -100,19 +106,19 @@ def _explain(error: ValidationError, doc: Document, root: dict[str, Any]) -> Ite
         return _Finding(path + (key,), Problem(doc.file, line, format_path(path), message))
 
     if keyword == "type":
-        expected = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+        expected = [value] if isinstance(value, str) else list(value)
         loc = doc.locs.get(path)
         message = yaml11.type_mismatch(loc.scalar if loc else None, instance, expected)
         yield _Finding(path, doc.problem(path, message), is_type=True)
     elif keyword == "required":
-        for key in error.validator_value:
+        for key in value:
             if key not in instance:
                 yield at(f"missing required field '{key}'" + (f" (needed when {when})" if when else ""))
     elif keyword == "additionalProperties":
         for key in _extra_keys(instance, schema):
             yield at(f"unknown field '{key}'", key)
-    elif keyword == "not" and set(error.validator_value) == {"required"}:
-        for key in error.validator_value["required"]:
+    elif keyword == "not" and isinstance(value, dict) and set(value) == {"required"}:
+        for key in value["required"]:
             yield at(f"field '{key}' is not allowed" + (f" when {when}" if when else ""), key)
     elif list(error.absolute_schema_path)[-2:-1] == ["propertyNames"]:
         yield at(formats.explain(schema.get("format", ""), instance) or error.message, instance)
@@ -123,7 +129,10 @@ def _explain(error: ValidationError, doc: Document, root: dict[str, Any]) -> Ite
 
 
 def _message(error: ValidationError, when: str) -> str:
-    keyword, value, instance, schema = error.validator, error.validator_value, error.instance, error.schema
+    keyword = error.validator
+    value: Any = error.validator_value
+    instance: Any = error.instance
+    schema: Any = error.schema
     if keyword == "enum":
         return f"{shown(instance)} is not one of {', '.join(str(v) for v in value)}"
     if keyword == "const":

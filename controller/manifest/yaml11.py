@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 
 from controller.errors import Problem
-from controller.manifest.located import Document, JsonPath, Scalar
+from controller.manifest.located import Document, JsonPath, Scalar, brief, shown
 
 BOOLEAN_SPELLINGS = {"true", "True", "TRUE", "false", "False", "FALSE"}   # YAML 1.2 core schema
 _DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)$")
@@ -32,12 +32,12 @@ def how_read(scalar: Scalar, value: object) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int):
-        return f"the integer {value}{_base(scalar.text)}"
+        return f"the integer {shown(value)}{_base(scalar.text)}"
     if isinstance(value, float):
-        return f"the number {value!r}"
+        return f"the number {shown(value)}"
     if isinstance(value, (datetime.date, datetime.datetime)):
         return f"the date {value.isoformat()}"
-    return repr(value)
+    return shown(value)
 
 
 def _base(text: str) -> str:
@@ -53,6 +53,10 @@ def _base(text: str) -> str:
     return ""
 
 
+def _text(scalar: Scalar) -> str:
+    return brief(scalar.text)
+
+
 def type_mismatch(scalar: Scalar | None, value: object, expected: Iterable[str]) -> str:
     """The message for a value that is not of the schema's type(s)."""
     wanted = list(expected)
@@ -60,14 +64,14 @@ def type_mismatch(scalar: Scalar | None, value: object, expected: Iterable[str])
         written = f"{scalar.text.strip()} is YAML for no value" if scalar.text.strip() else "empty value"
         return f"{written}: give a value or leave the field out"
     if scalar is not None and scalar.plain and "string" in wanted and not isinstance(value, str):
-        return f"{scalar.text} is read by YAML 1.1 as {how_read(scalar, value)}; quote it: \"{scalar.text}\""
+        return f"{_text(scalar)} is read by YAML 1.1 as {how_read(scalar, value)}; quote it: \"{_text(scalar)}\""
     if wanted == ["boolean"] and isinstance(value, str):
         if scalar is not None and not scalar.plain and value in BOOLEAN_SPELLINGS:
-            return f"{value!r} is quoted, so it is a string: write {value.lower()} without quotes"
-        return f"{value!r} is not a boolean: write true or false"
+            return f"{shown(value)} is quoted, so it is a string: write {value.lower()} without quotes"
+        return f"{shown(value)} is not a boolean: write true or false"
     if "integer" in wanted and isinstance(value, str) and scalar is not None and not scalar.plain \
-            and _DECIMAL.match(value):
-        return f"{value!r} is quoted, so it is a string: write {value} without quotes"
+            and _DECIMAL.fullmatch(value):
+        return f"{shown(value)} is quoted, so it is a string: write {brief(value)} without quotes"
     return f"expected {' or '.join(_TYPE_NAMES.get(t, t) for t in wanted)}, got {_describe(scalar, value)}"
 
 
@@ -77,12 +81,12 @@ def _describe(scalar: Scalar | None, value: object) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return repr(value)
+        return shown(value)
     if scalar is None:
         return repr(value)
     read = how_read(scalar, value)
     if scalar.plain and scalar.text.lower() not in (str(value).lower(), repr(value).lower()):
-        return f"{read} (written {scalar.text})"
+        return f"{read} (written {_text(scalar)})"
     return read
 
 
@@ -100,11 +104,11 @@ def spelling_problems(doc: Document, skip: set[JsonPath]) -> list[Problem]:
             continue
         value = _value_at(doc.value, path)
         if isinstance(value, bool) and scalar.text not in BOOLEAN_SPELLINGS:
-            problems.append(doc.problem(path, f"{scalar.text} is not accepted for a boolean "
+            problems.append(doc.problem(path, f"{_text(scalar)} is not accepted for a boolean "
                                               f"(YAML 1.1 reads it as {str(value).lower()}): write true or false"))
-        elif isinstance(value, int) and not isinstance(value, bool) and not _DECIMAL.match(scalar.text):
-            problems.append(doc.problem(path, f"{scalar.text} is read by YAML 1.1 as {how_read(scalar, value)}: "
-                                              f"write {value} if that is meant"))
+        elif isinstance(value, int) and not isinstance(value, bool) and not _DECIMAL.fullmatch(scalar.text):
+            problems.append(doc.problem(path, f"{_text(scalar)} is read by YAML 1.1 as {how_read(scalar, value)}: "
+                                              f"write {shown(value)} if that is meant"))
     return problems
 
 

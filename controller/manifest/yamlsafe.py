@@ -1,7 +1,8 @@
 """Stage 1 of manifest loading: YAML text -> located documents, defensively.
 
-The tree is built here from `yaml.parse` events with an explicit stack, never by a
-PyYAML constructor, so that:
+The tree is built here from `yaml.parse` events with an explicit stack (PyYAML's
+composer and constructor never see the document; only single scalars are converted,
+by SafeConstructor's methods for the plain types), so that:
 
 - anchors and aliases are refused at the first event that shows one, before anything
   is expanded (a few hundred bytes of "billion laughs" stay a few hundred events);
@@ -28,7 +29,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from controller.errors import Problem
-from controller.manifest.located import Document, JsonPath, Loc, Scalar, format_path
+from controller.manifest.located import Document, JsonPath, Loc, Scalar, format_path, shown
 
 MAX_DEPTH = 64           # nested mappings/lists; real manifests use fewer than 8
 MAX_NODES = 200_000      # values per file; a 500-VM file has about 20,000
@@ -142,10 +143,11 @@ class _DocumentBuilder:
             top.key_lines[key] = line
         top.key, top.key_line = key, line
 
-    def document(self, line: int) -> Document | None:
-        if self.problems or self.root is None and not self.stack:
+    def document(self) -> Document | None:
+        """The finished document; None for an empty one or one with findings."""
+        if self.problems or self.root is None:
             return None
-        return Document(self.file, self.root_line or line, self.root, self.locs)
+        return Document(self.file, self.root_line, self.root, self.locs)
 
 
 def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
@@ -158,13 +160,13 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
     nodes = 0
     try:
         for event in yaml.parse(text, Loader=_LOADER):
-            line = event.start_mark.line + 1
+            line = event.start_mark.line + 1 if event.start_mark else 0
             if isinstance(event, yaml.DocumentStartEvent):
                 builder, skipping = _DocumentBuilder(file), False
                 continue
             if isinstance(event, yaml.DocumentEndEvent) and builder is not None:
                 problems.extend(builder.problems)
-                doc = None if skipping else builder.document(line)
+                doc = None if skipping else builder.document()
                 if doc is not None:
                     documents.append(doc)
                 builder = None
@@ -175,8 +177,9 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
                 nodes += 1
                 if nodes > MAX_NODES:
                     raise _StopFile(Problem(file, line, "$", f"more than {MAX_NODES} values in one file"))
-            if not skipping and (isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None)):
-                name = f"*{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"&{event.anchor}"
+            anchor = getattr(event, "anchor", None)
+            if not skipping and anchor is not None:       # an alias (*x) has one too: the name it refers to
+                name = f"*{anchor}" if isinstance(event, yaml.AliasEvent) else f"&{anchor}"
                 builder.fail(line, builder.next_path(),
                              f"anchors and aliases are not allowed (found {name}); write the value out")
                 skipping, skip_depth = True, len(builder.stack)
@@ -224,7 +227,7 @@ def _scalar(builder: _DocumentBuilder, event: yaml.ScalarEvent, line: int) -> tu
     if event.tag is None and builder.expecting_key():     # keys are names: `no:`, `1:`, `<<:` as written
         return event.value, Scalar(event.value, plain, _Y + "str")
     if event.tag is None:
-        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
+        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
     elif event.tag == "!":              # the non-specific tag: a string, whatever it looks like
         tag = _Y + "str"
     else:
@@ -235,12 +238,12 @@ def _scalar(builder: _DocumentBuilder, event: yaml.ScalarEvent, line: int) -> tu
         builder.fail(line, builder.next_path(), f"tag {_short_tag(tag)} is not allowed; "
                      "manifests use plain YAML mappings, lists and scalars only")
         return None, scalar
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    node = yaml.ScalarNode(tag, event.value, style=event.style)     # marks: `line` already says where
     try:
         return build(_CONSTRUCTOR, node), scalar
     except (yaml.YAMLError, ValueError, OverflowError) as exc:   # e.g. 2024-13-45, !!int abc
         builder.fail(line, builder.next_path(),
-                     f"{event.value!r} cannot be read as {_short_tag(tag)} ({exc}); quote it if it is text")
+                     f"{shown(event.value)} cannot be read as {_short_tag(tag)} ({exc}); quote it if it is text")
         return None, scalar
 
 
@@ -250,7 +253,11 @@ def _short_tag(tag: str | None) -> str:
 
 def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     if isinstance(exc, yaml.reader.ReaderError):     # a character YAML does not allow
-        line = text.count("\n", 0, exc.position) + 1
+        # libyaml counts bytes of the UTF-8 text, PyYAML's own reader counts characters.
+        if _LOADER is yaml.SafeLoader:
+            line = text.count("\n", 0, exc.position) + 1
+        else:
+            line = text.encode("utf-8", "surrogatepass").count(b"\n", 0, exc.position) + 1
         char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
         code = f"U+{ord(char[0]):04X}" if char else "?"
         return Problem(file, line, "$", f"invalid YAML: {exc.reason} (character {code})")

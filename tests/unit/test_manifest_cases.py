@@ -139,3 +139,14 @@ def test_problems_of_all_files_are_reported_together(monkeypatch: pytest.MonkeyP
     files = {problem.file for problem in caught.value.problems}
     assert files == {"sizes.yaml", "enums.yaml", "alias_bomb.yaml"}
     assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
+
+
+def test_partial_load_allows_references_outside_the_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`delete -f vms/web.yaml` loads one file of a set: its references point elsewhere."""
+    monkeypatch.chdir(HERE)
+    with pytest.raises(ManifestInvalid, match="no Volume named 'web-1-root' is defined"):
+        load(["good/vms/web.yaml"])
+    desired = load(["good/vms/web.yaml"], partial=True)
+    assert [s.meta.name for s in desired.specs] == ["web-1", "tiny"]
+    with pytest.raises(ManifestInvalid, match="duplicate key"):     # every other check still runs
+        load(["bad/duplicate_key.yaml"], partial=True)

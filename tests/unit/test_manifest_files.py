@@ -4,6 +4,8 @@ and how they are named in findings."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,14 +79,61 @@ def test_missing_and_special_paths_are_findings(tmp_path: Path, monkeypatch: pyt
     ]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_a_finding(tmp_path: Path) -> None:
+def test_unreadable_file_is_a_finding() -> None:
+    """Root reads any file whatever its mode, so the load runs in a child that drops to
+    an unprivileged user first (when the tests are not root, chmod alone does it). The
+    directory is one that user may enter; pytest's own tmp_path is private to root."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="iaasctl-unreadable-"))
+    tmp_path.chmod(0o711)
     write(tmp_path, "secret.yaml", POOL.format(name="s"))
     (tmp_path / "secret.yaml").chmod(0)
-    with pytest.raises(ManifestInvalid, match="cannot read: Permission denied"):
-        load([str(tmp_path / "secret.yaml")])
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report the problems through the pipe, never return into pytest
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                load([str(tmp_path / "secret.yaml")])
+                os.write(write_end, b"loaded")
+            except ManifestInvalid as exc:
+                os.write(write_end, str(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    shutil.rmtree(tmp_path)
+    assert report == f"{tmp_path / 'secret.yaml'}:0: $: cannot read: Permission denied"
 
 
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbf" + POOL.format(name="bom").encode())
     assert [s.meta.name for s in load([str(tmp_path / "bom.yaml")]).specs] == ["bom"]
+
+
+def test_unreadable_directory_is_a_finding_not_a_silent_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A skipped directory would look like deleted manifests. (os.scandir is made to
+    refuse, as chmod cannot stop root.)"""
+    write(tmp_path, "specs/locked/p.yaml", POOL.format(name="p"))
+    write(tmp_path, "specs/q.yaml", POOL.format(name="q"))
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ManifestInvalid) as caught:
+        load([str(tmp_path / "specs")])
+    assert [str(p) for p in caught.value.problems] == [f"{tmp_path}/specs/locked:0: $: cannot read: Permission denied"]
+
+
+def test_symlink_loop_is_a_finding(tmp_path: Path) -> None:
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    with pytest.raises(ManifestInvalid) as caught:
+        load([str(tmp_path)])
+    assert [p.message for p in caught.value.problems] == ["cannot read: Too many levels of symbolic links"]
