@@ -106,6 +106,7 @@ class Policy:
     adopt: bool = False                    # take over same-named objects the controller does not own
     allow_mass_delete: bool = False
     prune: bool = True                     # delete owned objects whose manifests are gone
+    only: frozenset[Ref] | None = None     # consider only these objects for deletion (iaasctl delete)
 
 
 @dataclass
@@ -316,6 +317,8 @@ def _plan_deletes(b: _Builder) -> None:
     candidates = []
     for ref, live in sorted(b.observed.objects.items(), key=lambda item: item[0].sort_key):
         if ref in wanted or not b.is_owned(ref, live):
+            continue
+        if b.policy.only is not None and ref not in b.policy.only:
             continue
         record = b.owned.get(ref)
         source = record.source if record else (live.owner.source if live.owner else "")

@@ -7,13 +7,15 @@ daemon (a later layer) calls the same function on each trigger.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.execute import Outcome, Progress, execute
 from controller.execute.steps import StepContext
-from controller.model import Desired
+from controller.errors import ManifestInvalid, Problem
+from controller.model import Desired, PoolSpec, Spec, VMSpec, VolumeSpec
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan
 from controller.state import StateStore
@@ -54,8 +56,38 @@ class Session:
         )
 
     def plan(self, desired: Desired, *, policy: Policy) -> tuple[Plan, Observed]:
+        problems = paths_outside(desired, self.config.state_dir)
+        if problems:
+            raise ManifestInvalid(problems)
         observed = observe(self.client)
         return plan(desired, observed, self.store.owned(), policy=policy), observed
+
+
+def paths_outside(desired: Desired, state_dir: str) -> list[Problem]:
+    """Host paths must not lie in the state directory: it is 0700, so QEMU (which runs
+    as its own user) could not read a disk or kernel there, and pruning a pool there
+    would sit next to the controller's database."""
+    root = os.path.realpath(state_dir)
+    problems = []
+    for spec in desired.specs:
+        for path, value in _host_paths(spec):
+            real = os.path.realpath(value)
+            if real == root or real.startswith(root + os.sep):
+                file, line = spec.meta.source.file, spec.meta.field_lines.get(path, spec.meta.source.line)
+                problems.append(Problem(file, line, path, f"{value} is inside the state directory {state_dir}, "
+                                                          "which only root may read; QEMU could not use it"))
+    return problems
+
+
+def _host_paths(spec: Spec) -> list[tuple[str, str]]:
+    if isinstance(spec, PoolSpec):
+        return [("spec.path", spec.path)]
+    if isinstance(spec, VolumeSpec) and spec.source_path:
+        return [("spec.source.path", spec.source_path)]
+    if isinstance(spec, VMSpec) and spec.boot:
+        return [("spec.boot.kernel", spec.boot.kernel)] + (
+            [("spec.boot.initrd", spec.boot.initrd)] if spec.boot.initrd else [])
+    return []
 
 
 @dataclass(frozen=True)

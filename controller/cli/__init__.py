@@ -8,6 +8,7 @@ changes, 2 changes, 1 error; apply 0 converged, 1 otherwise; get 0; describe 0/1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
             p.add_argument("--parallelism", type=int, metavar="N", help="independent changes run at once")
 
+    p = sub.add_parser("delete", help="delete the objects the manifests declare (owned ones only)")
+    p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
     p = sub.add_parser("get", help="desired and live status of objects of one kind")
     p.add_argument("kind")
     p.add_argument("name", nargs="?")
@@ -79,10 +84,10 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, connect=args.connect, state_dir=args.state_dir)
 
 
-def _load(paths: Sequence[str]) -> Desired:
+def _load(paths: Sequence[str], *, partial: bool = False) -> Desired:
     from controller.manifest import load
 
-    return load(list(paths))
+    return load(list(paths), partial=partial)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -146,8 +151,40 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_ERROR
 
 
-def _confirm() -> bool:
-    answer = input("Some changes restart or destroy objects. Apply? [y/N] ")
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Tear down what the manifests declare: the same machinery as pruning, aimed at
+    exactly these objects, in reverse dependency order. Unowned objects are untouched."""
+    from controller.cli import output
+    from controller.model import ref_of
+    from controller.plan import Policy
+    from controller.reconcile import Session, apply
+    from controller.state import exclusive
+
+    declared = _load(args.paths, partial=True)  # one file of a stack may name objects of others
+    nothing = Desired(specs=(), roots=(os.sep,))
+    policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
+    config = _config(args)
+    with exclusive(config.state_dir), Session.open(config) as session:
+        preview, _ = session.plan(nothing, policy=policy)
+        output.print_plan(preview)
+        if preview.empty and not preview.refusals:
+            return EXIT_OK
+        if not args.yes and sys.stdin.isatty() and not _confirm("Delete these objects?"):
+            print("Cancelled; nothing was changed.", file=sys.stderr)
+            return EXIT_ERROR
+        result = apply(session, nothing, policy=policy, progress=output.print_progress, command="delete")
+    if result.converged:
+        print(f"Deleted {len(result.outcomes)} objects.")
+        return EXIT_OK
+    for outcome in result.failed:
+        print(f"failed: {outcome.change.ref}: {outcome.error}", file=sys.stderr)
+    for refusal in result.remaining.refusals:
+        print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _confirm(question: str = "Some changes restart or destroy objects. Apply?") -> bool:
+    answer = input(f"{question} [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
 
@@ -196,6 +233,7 @@ _COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
     "apply": cmd_apply,
+    "delete": cmd_delete,
     "get": cmd_get,
     "describe": cmd_describe,
 }

@@ -33,7 +33,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-def print_plan(plan: Plan, out: TextIO = sys.stdout) -> None:
+def print_plan(plan: Plan, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     for change in plan.changes:
         out.write(f"{change.action.symbol} {change.ref}  {_headline(change)}\n")
         for f in change.fields:
@@ -74,7 +75,8 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def print_progress(change: Change, outcome: Outcome | None, out: TextIO = sys.stderr) -> None:
+def print_progress(change: Change, outcome: Outcome | None, out: TextIO | None = None) -> None:
+    out = out or sys.stderr
     if outcome is None:
         out.write(f"  ... {change.action.value} {change.ref}\n")
     elif outcome.ok:
@@ -85,7 +87,8 @@ def print_progress(change: Change, outcome: Outcome | None, out: TextIO = sys.st
     out.flush()
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO = sys.stdout) -> None:
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     cells = [[_show(row.get(col.lower(), "")) if row.get(col.lower()) is not None else "-" for col in columns]
              for row in rows]
     widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
@@ -94,7 +97,8 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: Tex
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
 
 
-def dump(data: Any, fmt: str, out: TextIO = sys.stdout) -> None:
+def dump(data: Any, fmt: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     if fmt == "json":
         json.dump(data, out, indent=2, sort_keys=False, default=str)
         out.write("\n")

@@ -296,3 +296,24 @@ def test_a_second_apply_on_the_same_state_dir_is_refused(session, write_manifest
 
     assert f"(pid {os.getpid()})" in err
     assert session.client.mutations == 0
+
+
+def test_host_paths_inside_the_state_directory_are_rejected(session, write_manifests, capsys) -> None:
+    state = session.config.state_dir
+    root = write_manifests({"pool.yaml": m.POOL.replace("/t-images", f"{state}/pools/images")})
+    assert cli(session, "plan", "-f", str(root)) == 1
+    err = capsys.readouterr().err
+    assert f"{root / 'pool.yaml'}:6: spec.path: {state}/pools/images is inside the state directory" in err
+    assert session.client.mutations == 0
+
+
+def test_delete_tears_down_what_the_manifests_declare(session, write_manifests, capsys) -> None:
+    root = write_manifests(m.stack())
+    assert cli(session, "apply", "-f", str(root), "--yes") == 0
+    assert cli(session, "delete", "-f", str(root / "web.yaml"), "--yes") == 0
+    assert live_names(session, Kind.VM) == {"test"}
+    assert "t-lab" in live_names(session, Kind.NETWORK), "only what the given manifests declare is deleted"
+    assert cli(session, "delete", "-f", str(root), "--yes") == 0
+    assert live_names(session, Kind.NETWORK) == {"default"}
+    assert "t-images" not in live_names(session, Kind.POOL)
+    assert session.store.owned() == {}
