@@ -39,13 +39,13 @@ def load_config(
         file = DEFAULT_CONFIG_FILE
     if file:
         config = _from_file(config, file)
-    env = {
+    env: dict[str, Any] = {
         "connect": os.environ.get("IAASCTL_CONNECT"),
         "domain_type": os.environ.get("IAASCTL_DOMAIN_TYPE"),
         "state_dir": os.environ.get("IAASCTL_STATE_DIR"),
     }
     config = replace(config, **{k: v for k, v in env.items() if v})
-    flags = {"connect": connect, "state_dir": state_dir}
+    flags: dict[str, Any] = {"connect": connect, "state_dir": state_dir}
     config = replace(config, **{k: v for k, v in flags.items() if v})
     _check(config)
     return config
@@ -66,7 +66,7 @@ def _from_file(config: Config, file: str) -> Config:
     values: dict[str, Any] = {}
     for key, value in data.items():
         default = getattr(config, key)
-        if isinstance(default, (int, float)) and not isinstance(value, (int, float)) or isinstance(value, bool):
+        if (isinstance(default, (int, float)) and not isinstance(value, (int, float))) or isinstance(value, bool):
             raise ConfigError(f"{file}: {key}: expected a number, got {value!r}")
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{file}: {key}: expected a string, got {value!r}")

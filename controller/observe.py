@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from xml.etree import ElementTree as ET
 
 from controller.adapter import HostRecord, Libvirt
 from controller.kinds import network as network_kind
@@ -17,8 +18,6 @@ from controller.kinds import vm as vm_kind
 from controller.kinds import volume as volume_kind
 from controller.kinds.base import OwnerMark, get_owner
 from controller.model import Kind, NetworkSpec, PoolSpec, Ref, Spec, VMSpec, VolumeSpec
-
-from xml.etree import ElementTree as ET
 
 RUNNING_STATES = frozenset({"running", "paused", "shutting-down", "pmsuspended"})
 

@@ -26,7 +26,17 @@ from controller.kinds import vm as vm_kind
 from controller.kinds import volume as volume_kind
 from controller.kinds.base import FieldDiff, UpdateMode
 from controller.model import (
-    Desired, Kind, NetworkSpec, OwnedRecord, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, dependencies, ref_of,
+    Desired,
+    Kind,
+    NetworkSpec,
+    OwnedRecord,
+    PoolSpec,
+    Ref,
+    Spec,
+    VMSpec,
+    VolumeSpec,
+    dependencies,
+    ref_of,
 )
 from controller.observe import Live, Observed
 from controller.units import format_size
@@ -369,23 +379,24 @@ def _with_dependencies(changes: list[Change], desired: Desired, observed: Observ
 
 
 def _users_of(ref: Ref, observed: Observed) -> list[Ref]:
+    """What uses `ref` on the host: its volumes (a pool), the VMs attached (a volume, a
+    network), the clones backed by it (a volume)."""
     users = []
     for other, live in observed.objects.items():
         spec = live.spec
-        if ref.kind is Kind.POOL and isinstance(spec, VolumeSpec) and spec.pool == ref.name:
-            users.append(other)
-        elif ref.kind is Kind.VOLUME and isinstance(spec, VMSpec) and any(d.volume == ref.name for d in spec.disks):
-            users.append(other)
-        elif ref.kind is Kind.NETWORK and isinstance(spec, VMSpec) and any(n.network == ref.name for n in spec.nics):
-            users.append(other)
-    if ref.kind is Kind.POOL:
-        users += [Ref(Kind.VOLUME, name) for (pool, name) in observed.volumes if pool == ref.name]
-    if ref.kind is Kind.VOLUME:
-        target = observed.objects.get(ref)
-        for (pool, name), live in observed.volumes.items():
-            assert isinstance(live.spec, VolumeSpec)
-            if target is not None and target.path and live.spec.source_path == target.path:
-                users.append(Ref(Kind.VOLUME, name))
+        if isinstance(spec, VMSpec):
+            if ref.kind is Kind.VOLUME and any(d.volume == ref.name for d in spec.disks):
+                users.append(other)
+            elif ref.kind is Kind.NETWORK and any(n.network == ref.name for n in spec.nics):
+                users.append(other)
+    target = observed.objects.get(ref)
+    for (pool, name), live in observed.volumes.items():
+        assert isinstance(live.spec, VolumeSpec)
+        if ref.kind is Kind.POOL and pool == ref.name:
+            users.append(Ref(Kind.VOLUME, name))
+        elif ref.kind is Kind.VOLUME and target is not None and target.path \
+                and live.spec.source_path == target.path:
+            users.append(Ref(Kind.VOLUME, name))
     return users
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
+from controller.errors import ManifestInvalid, Problem
 from controller.execute import Outcome, Progress, execute
 from controller.execute.steps import StepContext
-from controller.errors import ManifestInvalid, Problem
 from controller.model import Desired, PoolSpec, Spec, VMSpec, VolumeSpec
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan

@@ -92,9 +92,9 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: Tex
     cells = [[_show(row.get(col.lower(), "")) if row.get(col.lower()) is not None else "-" for col in columns]
              for row in rows]
     widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
-    out.write("  ".join(col.ljust(w) for col, w in zip(columns, widths)).rstrip() + "\n")
+    out.write("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip() + "\n")
     for r in cells:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def dump(data: Any, fmt: str, out: TextIO | None = None) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import enum
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
+
+from controller.resources import data_dir
 
 # Domain and network XML carry this element in <metadata>: ownership that survives a lost state file.
 OWNER_NS = "urn:iaasctl:owner:1"
@@ -44,10 +45,7 @@ class OwnerMark:
 
 
 def configs_dir() -> Path:
-    override = os.environ.get("IAASCTL_CONFIGS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent.parent.parent / "configs"
+    return data_dir("configs", env="IAASCTL_CONFIGS")
 
 
 @functools.cache

@@ -7,7 +7,15 @@ import ipaddress
 from xml.etree import ElementTree as ET
 
 from controller.kinds.base import (
-    FieldDiff, OwnerMark, UpdateMode, child, compare, set_owner, template, text, to_xml,
+    FieldDiff,
+    OwnerMark,
+    UpdateMode,
+    child,
+    compare,
+    set_owner,
+    template,
+    text,
+    to_xml,
 )
 from controller.model import DhcpHost, IPv4Spec, Meta, NetworkSpec, Source
 

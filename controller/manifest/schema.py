@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
-import controller
 from controller.errors import ConfigError, Problem
 from controller.manifest import formats, yaml11
 from controller.manifest.located import Document, JsonPath, format_path, shown
 from controller.model import Kind
+from controller.resources import data_dir
 
 SCHEMA_FILES = {
     Kind.POOL: "storagepool.json",
@@ -46,9 +45,8 @@ _FORMAT_LIKE = {"format", "pattern", "maxLength", "minLength"}
 
 
 def schema_dir() -> Path:
-    """`$IAASCTL_SCHEMAS` when set (an installed package), else `schemas/` beside the package."""
-    override = os.environ.get(ENV_SCHEMAS)
-    return Path(override) if override else Path(controller.__file__).resolve().parent.parent / "schemas"
+    """`$IAASCTL_SCHEMAS` when set, else `schemas/` of the checkout or of the installation."""
+    return data_dir("schemas", env=ENV_SCHEMAS)
 
 
 @functools.cache

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from controller import errors, manifest
 from controller.adapter import Libvirt
 from controller.cli import main

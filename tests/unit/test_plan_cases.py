@@ -123,7 +123,7 @@ def test_plan_case(case_file: Path, tmp_path: Path) -> None:
         assert got[key] == want.get(key, []), f"{key}\n got: {got[key]}\nwant: {want.get(key, [])}"
     wanted_refusals = want.get("refusals", [])
     assert len(got["refusals"]) == len(wanted_refusals), f"refusals\n got: {got['refusals']}\nwant: {wanted_refusals}"
-    for text, fragment in zip(got["refusals"], wanted_refusals):
+    for text, fragment in zip(got["refusals"], wanted_refusals, strict=True):
         assert fragment in text, f"refusal\n got: {text}\nwant fragment: {fragment}"
 
 

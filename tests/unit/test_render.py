@@ -14,7 +14,17 @@ from controller.kinds import vm as vm_kind
 from controller.kinds import volume as volume_kind
 from controller.kinds.base import OwnerMark
 from controller.model import (
-    BootSpec, DhcpHost, DiskSpec, IPv4Spec, Meta, NetworkSpec, NicSpec, PoolSpec, Source, VMSpec, VolumeSpec,
+    BootSpec,
+    DhcpHost,
+    DiskSpec,
+    IPv4Spec,
+    Meta,
+    NetworkSpec,
+    NicSpec,
+    PoolSpec,
+    Source,
+    VMSpec,
+    VolumeSpec,
 )
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -51,7 +51,9 @@ def render(spec: VMSpec, ctx: RenderContext) -> str:
     _render_os(child(root, "os"), spec)
     devices = child(root, "devices")
     _render_console_log(devices, spec, ctx)
-    anchor = list(devices).index(devices.find("serial")) if devices.find("serial") is not None else 0
+    # Disks and NICs go before the template's serial console, where libvirt lists them.
+    serial = devices.find("serial")
+    anchor = list(devices).index(serial) if serial is not None else 0
     for offset, node in enumerate(_disks(spec, ctx) + _nics(spec, ctx)):
         devices.insert(anchor + offset, node)
     return to_xml(root)
