@@ -48,7 +48,9 @@ _TRANSIENT = {
     libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
 }
 # A lost or hung connection, as nova's _test_connection classifies it.
-_DISCONNECT_CODES = {libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
+_DISCONNECT_CODES = {
+    libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_INVALID_CONN,
+}
 _DISCONNECT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
 

@@ -1,0 +1,86 @@
+"""The state store: permissions whatever the umask, ownership records, runs, the lock."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.errors import LockHeld
+from controller.model import Kind, OwnedRecord, Ref
+from controller.state import StateStore, exclusive
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_files_are_private_even_under_umask_000(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = StateStore(tmp_path / "state")
+        store.record_owned(Ref(Kind.VM, "web"), source="/srv/web.yaml", protect=False)
+    finally:
+        os.umask(old)
+    try:
+        assert mode(tmp_path / "state") == 0o700
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            if (tmp_path / "state" / name).exists():
+                assert mode(tmp_path / "state" / name) == 0o600, name
+    finally:
+        store.close()
+
+
+def test_ownership_records_survive_reopening(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.record_owned(Ref(Kind.VOLUME, "data"), source="/srv/v.yaml", protect=True, spec_hash="abc",
+                       spec={"name": "data"})
+    store.close()
+    again = StateStore(tmp_path)
+    assert again.owned() == {Ref(Kind.VOLUME, "data"): OwnedRecord("/srv/v.yaml", True, "abc")}
+    again.forget(Ref(Kind.VOLUME, "data"))
+    assert again.owned() == {}
+    again.close()
+
+
+def test_results_and_history(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    ref = Ref(Kind.VM, "web")
+    store.record_owned(ref, source="/s.yaml", protect=False)
+    run = store.begin_run("apply")
+    store.record_result(run, ref, action="create", ok=False, error="cannot start")
+    store.finish_run(run, result="not-converged", summary={"failed": 1})
+    status = store.status(ref)
+    assert status is not None and (status.last_action, status.last_result, status.last_error) == (
+        "create", "failed", "cannot start")
+    assert [(h.action, h.result) for h in store.history(ref)] == [("create", "failed")]
+    assert store.runs()[0]["result"] == "not-converged"
+    store.close()
+
+
+def test_a_second_holder_of_the_lock_is_refused_with_the_pid(tmp_path: Path) -> None:
+    with exclusive(tmp_path):
+        with pytest.raises(LockHeld, match=rf"another iaasctl holds {tmp_path}/lock \(pid {os.getpid()}\)"):
+            with exclusive(tmp_path):
+                pass
+    with exclusive(tmp_path):  # released: taken again at once
+        pass
+
+
+def test_the_lock_is_free_as_soon_as_its_holder_is_killed(tmp_path: Path) -> None:
+    code = f"from controller.state import exclusive\nwith exclusive({str(tmp_path)!r}):\n    print('held', flush=True)\n    import time; time.sleep(60)\n"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match=f"pid {child.pid}"):
+            with exclusive(tmp_path):
+                pass
+    finally:
+        child.kill()
+        child.wait()
+    with exclusive(tmp_path):
+        pass
