@@ -8,12 +8,14 @@ image fails the run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,31 +40,47 @@ def _unavailable(reason: str) -> None:
 
 
 def sweep() -> None:
-    """Remove every PREFIX object, whatever state a failed test left it in."""
+    """Remove every PREFIX object, whatever state a failed test left it in. An object
+    that vanishes meanwhile is fine: the sweep only has to leave none behind."""
     conn = libvirt.open(URI)
     try:
         for dom in conn.listAllDomains(0):
             if dom.name().startswith(PREFIX):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                with _gone_is_fine():
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         for pool in conn.listAllStoragePools(0):
-            if not pool.name().startswith(PREFIX):
-                continue
-            if not pool.isActive():
-                pool.create(0)
-            pool.refresh(0)
-            for vol in pool.listAllVolumes(0):
-                vol.delete(0)
-            pool.destroy()
-            pool.undefine()
+            if pool.name().startswith(PREFIX):
+                with _gone_is_fine():
+                    if not pool.isActive():
+                        pool.create(0)
+                    pool.refresh(0)
+                    for vol in pool.listAllVolumes(0):
+                        vol.delete(0)
+                    pool.destroy()
+                    pool.undefine()
         for net in conn.listAllNetworks(0):
             if net.name().startswith(PREFIX):
-                if net.isActive():
-                    net.destroy()
-                net.undefine()
+                with _gone_is_fine():
+                    if net.isActive():
+                        net.destroy()
+                    net.undefine()
     finally:
         conn.close()
+
+
+_GONE = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_STORAGE_POOL,
+         libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_OPERATION_INVALID)
+
+
+@contextmanager
+def _gone_is_fine() -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in _GONE:
+            raise
 
 
 @dataclass
@@ -102,13 +120,18 @@ def host(tmp_path: Path) -> Iterator[Host]:
     for name in ("vmlinuz", "initrd.gz"):
         if not (GUEST / name).is_file():
             _unavailable(f"test guest missing: {GUEST / name} (run tests/guest/build-guest.sh)")
-    sweep()
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    try:
-        yield Host(specs=specs, state=tmp_path / "state")
-    finally:
+    # One real-host test at a time on this machine (two checkouts' suites would sweep
+    # each other's objects): an flock, released by the kernel if a run dies.
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / ".realhost.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         sweep()
+        specs = tmp_path / "specs"
+        specs.mkdir()
+        try:
+            yield Host(specs=specs, state=tmp_path / "state")
+        finally:
+            sweep()
 
 
 def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 120.0, every: float = 1.0) -> Any:

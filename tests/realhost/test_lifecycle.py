@@ -237,3 +237,27 @@ def test_network_dhcp_range_change_restarts_the_network(host: Host) -> None:
     assert "[restart]" in planned.stdout
     host.iaasctl("apply", "-f", str(host.specs), check=0)
     host.iaasctl("plan", "-f", str(host.specs), check=0)
+
+
+def test_uefi_vm_starts_with_firmware_chosen_by_libvirt(host: Host) -> None:
+    host.write("uefi.yaml", f"""\
+apiVersion: iaas/v1
+kind: VirtualMachine
+metadata:
+  name: {PREFIX}uefi
+spec:
+  vcpus: 1
+  memory: 128MiB
+  firmware: uefi
+""")
+    host.iaasctl("apply", "-f", str(host.specs), check=0)
+    host.iaasctl("plan", "-f", str(host.specs), check=0)
+    conn = libvirt.open(URI)
+    try:
+        dom = conn.lookupByName(f"{PREFIX}uefi")
+        assert dom.isActive()
+        assert "<loader" in dom.XMLDesc(0), "libvirt picked an OVMF image for the running VM"
+    finally:
+        conn.close()
+    host.iaasctl("delete", "-f", str(host.specs), "--yes", check=0)
+    host.iaasctl("get", "vms", check=0)
