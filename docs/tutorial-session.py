@@ -1,0 +1,194 @@
+"""Regenerate the command output shown in docs/tutorial.md.
+
+libvirt's test driver (test:///default) keeps its objects only while a connection
+to it is open in the same process, so every step runs here, in one process, through
+`controller.cli.main`, while one connection is held open. Nothing touches the real
+host: the state directory is a scratch directory and no file is created under the
+pool paths.
+
+    PYTHONPATH=. python docs/tutorial-session.py [WORKDIR]    (default /tmp/tut)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import libvirt
+
+WORK = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tut")
+STATE = "/tmp/tut-state"
+FLAGS = ["--connect", "test:///default", "--state-dir", STATE]
+
+POOL = """\
+apiVersion: iaas/v1
+kind: StoragePool
+metadata:
+  name: lab-images
+spec:
+  path: /var/lib/libvirt/images/lab
+"""
+
+VOLUMES = """\
+apiVersion: iaas/v1
+kind: Volume
+metadata:
+  name: lab-base
+spec:
+  pool: lab-images
+  size: 1GiB
+  format: qcow2
+---
+apiVersion: iaas/v1
+kind: Volume
+metadata:
+  name: web-root
+spec:
+  pool: lab-images
+  size: 4GiB
+  source:
+    volume: lab-base        # copy-on-write clone: a qcow2 overlay on lab-base
+"""
+
+NETWORK = """\
+apiVersion: iaas/v1
+kind: Network
+metadata:
+  name: lab
+spec:
+  mode: nat
+  domain: lab.internal
+  ipv4:
+    cidr: 10.20.0.0/24
+    dhcp:
+      start: 10.20.0.100
+      end: 10.20.0.200
+    hosts:
+      - mac: "52:54:00:20:00:10"
+        ip: 10.20.0.10
+        hostname: web
+"""
+
+
+def vm(memory: str = "256MiB", policy: str = "manual", power: str = "running") -> str:
+    return f"""\
+apiVersion: iaas/v1
+kind: VirtualMachine
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  vcpus: 1
+  memory: {memory}
+  power: {power}
+  restartPolicy: {policy}
+  boot:
+    kernel: /var/lib/libvirt/boot/iaasctl-guest/vmlinuz
+    initrd: /var/lib/libvirt/boot/iaasctl-guest/initrd.gz
+    cmdline: console=ttyS0
+  disks:
+    - volume: web-root
+  networks:
+    - network: lab
+      mac: "52:54:00:20:00:10"
+"""
+
+
+BROKEN_VM = vm().replace(
+    'mac: "52:54:00:20:00:10"', "mac: 52:54:00:20:00:10").replace("vcpus: 1", "vcpus: 1\n  memroy: 1GiB")
+
+
+def write(name: str, text: str, root: Path | None = None) -> None:
+    (root or WORK / "lab").joinpath(name).write_text(text)
+
+
+def step(*args: str) -> int:
+    from controller.cli import main
+
+    print(f"\n$ iaasctl {' '.join(args)}", flush=True)
+    code = main([*FLAGS, *args])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    print(f"[exit {code}]", flush=True)
+    return code
+
+
+def say(text: str) -> None:
+    print(f"\n######## {text}", flush=True)
+
+
+def main() -> None:
+    shutil.rmtree(WORK, ignore_errors=True)
+    shutil.rmtree(STATE, ignore_errors=True)
+    (WORK / "lab").mkdir(parents=True)
+    os.chdir(WORK)
+    keep = libvirt.open("test:///default")   # the test driver's host lives while this is open
+    try:
+        write("pool.yaml", POOL)
+        write("volumes.yaml", VOLUMES)
+        write("network.yaml", NETWORK)
+        write("vm.yaml", vm())
+
+        say("validate: a broken copy")
+        (WORK / "broken").mkdir()
+        for name in ("pool.yaml", "network.yaml"):
+            shutil.copy(WORK / "lab" / name, WORK / "broken" / name)
+        write("volumes.yaml", VOLUMES.replace("volume: lab-base ", "volume: lab-bse "), WORK / "broken")
+        write("vm.yaml", BROKEN_VM, WORK / "broken")
+        step("validate", "broken/")
+        step("validate", "lab/")
+
+        say("plan and apply")
+        step("plan", "-f", "lab/")
+        step("apply", "-f", "lab/")
+        step("plan", "-f", "lab/")
+
+        say("get / describe")
+        for kind in ("pools", "volumes", "networks", "vms"):
+            step("get", kind)
+        step("describe", "vm", "web")
+
+        say("memory, manual restart policy")
+        write("vm.yaml", vm(memory="512MiB"))
+        step("plan", "-f", "lab/")
+        step("apply", "-f", "lab/")
+        step("plan", "-f", "lab/")
+        step("get", "vm", "web")
+
+        say("restartPolicy auto")
+        write("vm.yaml", vm(memory="512MiB", policy="auto"))
+        step("plan", "-f", "lab/")
+        step("apply", "-f", "lab/")
+        step("get", "vm", "web")
+
+        say("power stopped")
+        write("vm.yaml", vm(memory="512MiB", policy="auto", power="stopped"))
+        step("apply", "-f", "lab/")
+        step("get", "vm", "web")
+
+        say("prune: vm.yaml removed")
+        (WORK / "lab" / "vm.yaml").unlink()
+        step("plan", "-f", "lab/")
+        step("apply", "-f", "lab/")
+
+        say("mass-delete guard: an empty checkout")
+        (WORK / "elsewhere").mkdir()
+        for path in (WORK / "lab").iterdir():
+            path.rename(WORK / "elsewhere" / path.name)
+        step("plan", "-f", "lab/")
+        for path in (WORK / "elsewhere").iterdir():
+            path.rename(WORK / "lab" / path.name)
+        step("plan", "-f", "lab/")
+
+        say("delete")
+        step("delete", "-f", "lab/")
+        step("get", "pools")
+    finally:
+        keep.close()
+
+
+if __name__ == "__main__":
+    main()
