@@ -338,8 +338,10 @@ def _plan_deletes(b: _Builder) -> None:
             b.refusals.append(Refusal(ref, f"{ref} is no longer in the manifests but is protected "
                                            "(metadata.protect was true); remove the protection first"))
             continue
-        candidates.append(Change(ref, Action.DELETE, f"its manifest ({source or 'unknown'}) no longer declares it",
-                                 disruption=Disruption.DESTRUCTIVE, live=live))
+        reason = ("named by iaasctl delete" if b.policy.only is not None
+                  else f"its manifest ({source or 'unknown'}) no longer declares it")
+        candidates.append(Change(ref, Action.DELETE, reason, disruption=Disruption.DESTRUCTIVE, live=live))
+    candidates = _still_used(b, candidates)
     managed = sum(1 for ref, live in b.observed.objects.items() if b.is_owned(ref, live))
     if len(candidates) > 1 and len(candidates) * 2 > managed and not b.policy.allow_mass_delete:
         for change in candidates:
@@ -348,6 +350,41 @@ def _plan_deletes(b: _Builder) -> None:
                                                   "pass --allow-mass-delete if this is intended"))
         return
     b.changes.extend(candidates)
+
+
+def _still_used(b: _Builder, candidates: list[Change]) -> list[Change]:
+    """Refuse to delete what something that stays still uses: a running VM's disk, a
+    network VMs are attached to, a pool holding volumes nobody deletes, the backing
+    file of a clone. A VM whose new manifest drops the reference releases it (the
+    delete then waits for that VM's update)."""
+    updating = {c.ref for c in b.changes}
+    desired = b.desired.by_ref()
+    kept = list(candidates)
+    while True:
+        deleting = {c.ref for c in kept}
+        blocked = {}
+        for change in kept:
+            holders = [u for u in dict.fromkeys(_users_of(change.ref, b.observed))
+                       if u not in deleting and not _releases(desired.get(u), change.ref, u in updating)]
+            if holders:
+                blocked[change.ref] = holders
+        if not blocked:
+            return kept
+        for ref, holders in blocked.items():
+            b.refusals.append(Refusal(ref, f"{ref} is still used by {', '.join(map(str, holders))}, "
+                                           "which stays; delete or change that first"))
+        kept = [c for c in kept if c.ref not in blocked]
+
+
+def _releases(spec: Spec | None, ref: Ref, changing: bool) -> bool:
+    """Whether a user that stays will have let go of `ref` once its own change ran."""
+    if spec is None or not changing or not isinstance(spec, VMSpec):
+        return False
+    if ref.kind is Kind.VOLUME:
+        return all(d.volume != ref.name for d in spec.disks)
+    if ref.kind is Kind.NETWORK:
+        return all(n.network != ref.name for n in spec.nics)
+    return False
 
 
 def _in_scope(source: str, roots: tuple[str, ...]) -> bool:
@@ -370,7 +407,7 @@ def _with_dependencies(changes: list[Change], desired: Desired, observed: Observ
     for change in changes:
         if change.action is Action.DELETE:
             users = _users_of(change.ref, observed)
-            deps = tuple(r for r in dict.fromkeys(users) if r in deleted)
+            deps = tuple(r for r in dict.fromkeys(users) if r in planned)
         else:
             assert change.spec is not None
             deps = tuple(r for r in dependencies(change.spec) if r in planned and r not in deleted)

@@ -1,7 +1,8 @@
 """Execute: carry out a Plan against libvirt, in dependency order, in parallel.
 
 Deletes run first (dependants before what they depend on: VMs, then volumes and
-networks, then pools), then everything else (pools, then volumes and networks,
+networks, then pools), then everything else (with any delete that waits for a VM
+to let go of a disk or network first) (pools, then volumes and networks,
 then VMs). Within each phase a change starts as soon as the changes it depends
 on have succeeded; independent changes run side by side (`parallelism` workers).
 A failed change fails only its dependants: unrelated changes carry on.
@@ -34,8 +35,13 @@ Progress = Callable[[Change, "Outcome | None"], None]  # called with None when a
 
 
 def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 4, progress: Progress | None = None) -> list[Outcome]:
-    deletes = [c for c in plan.changes if c.action is Action.DELETE]
-    others = [c for c in plan.changes if c.action is not Action.DELETE]
+    # A delete that waits for another kind of change (a VM letting go of a disk) runs
+    # with the second phase, after that change.
+    deleting = {c.ref for c in plan.changes if c.action is Action.DELETE}
+    deletes = [c for c in plan.changes
+               if c.action is Action.DELETE and all(d in deleting for d in c.depends_on)]
+    first = {c.ref for c in deletes}
+    others = [c for c in plan.changes if c.ref not in first]
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="iaasctl-exec") as pool:
         for phase in (deletes, others):

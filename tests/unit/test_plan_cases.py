@@ -83,6 +83,14 @@ def owned_from(case: dict[str, Any], observed: Observed, source: str) -> dict[Re
     }
 
 
+def policy_from(case: dict[str, Any]) -> Policy:
+    """`only: [Kind/name, ...]` stands for `iaasctl delete` of those objects."""
+    options = dict(case.get("policy") or {})
+    if "only" in options:
+        options["only"] = frozenset(parse_ref(r) for r in options["only"])
+    return Policy(**options)
+
+
 def render(result: Plan) -> dict[str, list[str]]:
     changes = []
     for c in result.changes:
@@ -117,7 +125,7 @@ def test_plan_case(case_file: Path, tmp_path: Path) -> None:
     observed = observed_from(case, load_text(tmp_path / "observed", case.get("observed") or ""),
                              desired_file=str(tmp_path / "desired" / "specs.yaml"))
     owned = owned_from(case, observed, str(tmp_path / "desired" / "specs.yaml"))
-    got = render(plan(desired, observed, owned, policy=Policy(**(case.get("policy") or {}))))
+    got = render(plan(desired, observed, owned, policy=policy_from(case)))
     want = case["expect"]
     for key in ("changes", "notes"):
         assert got[key] == want.get(key, []), f"{key}\n got: {got[key]}\nwant: {want.get(key, [])}"
