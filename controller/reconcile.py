@@ -14,8 +14,8 @@ from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, Problem
 from controller.execute import Outcome, Progress, execute
-from controller.execute.steps import StepContext
-from controller.model import Desired, PoolSpec, Spec, VMSpec, VolumeSpec
+from controller.execute.steps import StepContext, record_spec, spec_hash
+from controller.model import Desired, PoolSpec, Spec, VMSpec, VolumeSpec, ref_of
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan
 from controller.state import StateStore
@@ -54,6 +54,20 @@ class Session:
         return resolve_domain_type(
             self.config.domain_type, observed.host.domain_types, kvm_works=local and kvm_works()
         )
+
+    def sync_records(self, desired: Desired, observed: Observed) -> None:
+        """Bring the store's records of owned objects up to date with their manifests
+        where libvirt has nothing to change: a `protect: true` or a label added to an
+        unchanged object must count at once, and an object known only by its owner
+        marker (a lost state file) is recorded again."""
+        owned = self.store.owned()
+        for spec in desired.specs:
+            ref = ref_of(spec)
+            live = observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
+            record = owned.get(ref)
+            marked = live is not None and live.owner is not None
+            if (record is not None or marked) and (record is None or record.spec_hash != spec_hash(spec)):
+                record_spec(self.store, spec, live.uuid if live else None)
 
     def plan(self, desired: Desired, *, policy: Policy) -> tuple[Plan, Observed]:
         problems = paths_outside(desired, self.config.state_dir)
@@ -118,7 +132,8 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     for outcome in outcomes:
         session.store.record_result(run_id, outcome.change.ref, action=outcome.change.action.value,
                                     ok=outcome.ok, error=outcome.error)
-    remaining, _ = session.plan(desired, policy=policy)
+    remaining, after = session.plan(desired, policy=policy)
+    session.sync_records(desired, after)
     result = ApplyResult(the_plan, outcomes, remaining)
     session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary={
         "changes": len(the_plan.changes), "failed": len(result.failed),

@@ -130,9 +130,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
     with exclusive(config.state_dir), Session.open(config) as session:
-        preview, _ = session.plan(desired, policy=policy)
+        preview, observed = session.plan(desired, policy=policy)
         output.print_plan(preview)
         if preview.empty and not preview.refusals:
+            session.sync_records(desired, observed)
             return EXIT_OK
         destructive = any(c.disruption in (Disruption.DESTRUCTIVE, Disruption.RESTART) for c in preview.changes)
         if destructive and not args.yes and sys.stdin.isatty() and not _confirm():

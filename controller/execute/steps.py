@@ -49,13 +49,19 @@ def spec_hash(spec: Spec) -> str:
     return hashlib.sha256(json.dumps(spec_document(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _source(spec: Spec) -> str:
-    return os.path.abspath(spec.meta.source.file)
+def source_path(spec: Spec) -> str:
+    """The manifest file as recorded for ownership and prune scope: the real path, so
+    that a checkout reached through a symlink is recognised as the same files."""
+    return os.path.realpath(spec.meta.source.file)
 
 
 def _record(ctx: StepContext, spec: Spec, uuid: str | None = None) -> None:
-    ctx.store.record_owned(
-        Ref(spec.kind, spec.meta.name), source=_source(spec), protect=spec.meta.protect, uuid=uuid,
+    record_spec(ctx.store, spec, uuid)
+
+
+def record_spec(store: StateStore, spec: Spec, uuid: str | None = None) -> None:
+    store.record_owned(
+        Ref(spec.kind, spec.meta.name), source=source_path(spec), protect=spec.meta.protect, uuid=uuid,
         spec_hash=spec_hash(spec), spec=spec_document(spec),
     )
 
@@ -165,7 +171,7 @@ def _delete_volume(ctx: StepContext, change: Change) -> None:
 def _create_network(ctx: StepContext, spec: Spec) -> None:
     assert isinstance(spec, NetworkSpec)
     name = spec.meta.name
-    uuid = ctx.client.define_network(network_kind.render(spec, owner=OwnerMark(_source(spec))))
+    uuid = ctx.client.define_network(network_kind.render(spec, owner=OwnerMark(source_path(spec))))
     _record(ctx, spec, uuid)
     try:
         ctx.client.start_network(name)
@@ -182,7 +188,7 @@ def _update_network(ctx: StepContext, spec: Spec, change: Change) -> None:
     assert isinstance(live.spec, NetworkSpec)
     name, active = spec.meta.name, live.state == "active"
     if change.restart or change.adopt:
-        xml = network_kind.render(spec, owner=OwnerMark(_source(spec)), uuid=live.uuid, bridge=live.spec.bridge)
+        xml = network_kind.render(spec, owner=OwnerMark(source_path(spec)), uuid=live.uuid, bridge=live.spec.bridge)
         ctx.client.define_network(xml)
         if active and change.restart:
             ctx.client.destroy_network(name)
@@ -222,7 +228,7 @@ def _render_vm(ctx: StepContext, spec: VMSpec, *, uuid: str | None, macs: tuple[
         assert isinstance(vol, VolumeSpec), "references are checked when manifests load"
         volumes[disk.volume] = vm_kind.VolumeRef(pool=vol.pool, format=vol.format)
     render_ctx = vm_kind.RenderContext(
-        owner=OwnerMark(_source(spec)), domain_type=ctx.domain_type, console_log_dir=ctx.console_log_dir,
+        owner=OwnerMark(source_path(spec)), domain_type=ctx.domain_type, console_log_dir=ctx.console_log_dir,
         volumes=volumes, uuid=uuid, macs=macs,
     )
     return vm_kind.render(spec, render_ctx)

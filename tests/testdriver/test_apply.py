@@ -315,3 +315,25 @@ def test_delete_tears_down_what_the_manifests_declare(session, write_manifests, 
     assert live_names(session, Kind.NETWORK) == {"default"}
     assert "t-images" not in live_names(session, Kind.POOL)
     assert session.store.owned() == {}
+
+
+def test_protect_added_to_an_unchanged_object_counts_at_once(session, write_manifests) -> None:
+    root = write_manifests(m.stack())
+    run(session, root)
+    write_manifests({"web.yaml": m.vm(extra="  protect: true\n")})
+    assert cli(session, "apply", "-f", str(root), "--yes") == 0   # nothing to change in libvirt...
+    (root / "web.yaml").unlink()
+    result = run(session, root)                                    # ...but the protection holds
+    assert [r.ref for r in result.plan.refusals] == [Ref(Kind.VM, "t-web")]
+    assert "t-web" in live_names(session, Kind.VM)
+
+
+def test_a_checkout_reached_through_a_symlink_is_pruned_all_the_same(session, write_manifests, tmp_path) -> None:
+    real = write_manifests(m.stack())
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    run(session, link)
+    (real / "web.yaml").unlink()
+    for root in (link, real):
+        the_plan, _ = session.plan(manifest.load([str(root)]), policy=Policy())
+        assert [(c.action, str(c.ref)) for c in the_plan.changes] == [(Action.DELETE, "VirtualMachine/t-web")]
