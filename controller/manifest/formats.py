@@ -54,15 +54,27 @@ def _bytes(value: object) -> int | None:
     return None                   # not a size at all: the schema's `type` reports it
 
 
+# Disk images are made of 512-byte sectors (qemu rounds other sizes up, which would
+# then read back as a different size); libvirt keeps memory in KiB. Sizes that do not
+# fit would never compare equal to what the host reports, so they are refused here.
+SECTOR = 512
+KIB = 1024
+
+
 def disk_size(value: object) -> None:
-    if _bytes(value) == 0:
+    size = _bytes(value)
+    if size == 0:
         raise ValueError(f"must be greater than 0 (got {shown(value)})")
+    if size is not None and size % SECTOR:
+        raise ValueError(f"{shown(value)} is not a whole number of 512-byte sectors")
 
 
 def memory_size(value: object) -> None:
     size = _bytes(value)
     if size is not None and size < MIN_MEMORY:
         raise ValueError(f"{shown(value)} is less than the minimum of {format_size(MIN_MEMORY)}")
+    if size is not None and size % KIB:
+        raise ValueError(f"{shown(value)} is not a whole number of KiB")
 
 
 def mac_address(value: object) -> None:
