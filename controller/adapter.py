@@ -48,9 +48,7 @@ _TRANSIENT = {
     libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
 }
 # A lost or hung connection, as nova's _test_connection classifies it.
-_DISCONNECT_CODES = {
-    libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_INVALID_CONN,
-}
+_DISCONNECT_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_INVALID_CONN}
 _DISCONNECT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
 
@@ -73,7 +71,9 @@ def map_error(exc: libvirt.libvirtError) -> errors.LibvirtFailure:
     elif code == libvirt.VIR_ERR_OPERATION_INVALID:
         cls = errors.OperationInvalid
     elif code in _DISCONNECT_CODES or (
-        code == libvirt.VIR_ERR_INTERNAL_ERROR and domain in _DISCONNECT_DOMAINS
+        # an internal or system error of the RPC layer is the connection itself; from a
+        # storage or QEMU driver the same codes are about a file or a process
+        code in (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_ERR_SYSTEM_ERROR) and domain in _DISCONNECT_DOMAINS
     ):
         cls = errors.Disconnected
     elif code in _INVALID_FOR_HOST:

@@ -3,15 +3,18 @@
     IaasError
     ├── ManifestInvalid      bad input; carries every Problem of the run (file:line: path: message)
     ├── ConfigError          unusable controller configuration
-    ├── Refused              a plan the safety rules forbid (protect, shrink, replace, mass delete)
-    ├── Conflict             an object exists that the controller does not own
     ├── LockHeld             another controller holds the state directory
     └── LibvirtFailure       a libvirt call failed; the adapter maps libvirt error codes here
         ├── NotFound
         ├── AlreadyExists
         ├── OperationInvalid  e.g. "domain is not running": usually already in the wanted state
         ├── Disconnected      the connection is gone or hung: transient, reconnect and retry
-        └── InvalidForHost    the host refuses the definition: permanent until the manifest changes
+        ├── InvalidForHost    the host refuses the definition: permanent until the manifest changes
+        └── TransientFailure  busy or timed out: may succeed later
+
+What the safety rules forbid (not owned, protected, shrink, replace without
+opt-in, mass deletion) is not an exception: the planner reports it as a
+Refusal in the plan, next to the changes that may still go ahead.
 
 Each error says whether retrying can help (`transient`); callers decide on that
 attribute, never on message text.
@@ -46,14 +49,6 @@ class ManifestInvalid(IaasError):
 
 
 class ConfigError(IaasError):
-    pass
-
-
-class Refused(IaasError):
-    pass
-
-
-class Conflict(IaasError):
     pass
 
 

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from controller import __version__, errors
 from controller.config import Config, load_config
@@ -19,13 +20,21 @@ from controller.model import Desired, Kind, Ref
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1: exit 2 means "plan has changes" in this command's contract."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iaasctl", description="Declarative controller for KVM/QEMU hosts.")
+    parser = _Parser(prog="iaasctl", description="Declarative controller for KVM/QEMU hosts.")
     parser.add_argument("--version", action="version", version=f"iaasctl {__version__}")
     parser.add_argument("--connect", "-c", metavar="URI", help="libvirt URI (default qemu:///system)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default /var/lib/iaasctl)")
     parser.add_argument("--config", metavar="FILE", help="controller configuration file")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("validate", help="check manifests without touching libvirt")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -63,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed them
+        return int(exc.code or 0)
     try:
         return _COMMANDS[args.command](args)
     except errors.ManifestInvalid as exc:
@@ -74,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except errors.IaasError as exc:
         print(f"iaasctl: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # the state directory or a file of ours, not libvirt
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"iaasctl: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("iaasctl: interrupted", file=sys.stderr)
@@ -91,9 +107,18 @@ def _load(paths: Sequence[str], *, partial: bool = False) -> Desired:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from controller.reconcile import paths_outside
+
     desired = _load(args.paths)
-    print(f"{len(desired.specs)} documents valid.")
+    problems = paths_outside(desired, _config(args).state_dir)
+    if problems:
+        raise errors.ManifestInvalid(problems)
+    print(f"{len(desired.specs)} {_plural(len(desired.specs), 'document')} valid.")
     return EXIT_OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else noun + "s"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -143,7 +168,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for refusal in result.plan.refusals:
         print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
     if result.converged:
-        print(f"Applied {len(result.outcomes)} changes; the host matches the manifests.")
+        count = len(result.outcomes)
+        print(f"Applied {count} {_plural(count, 'change')}; the host matches the manifests.")
         return EXIT_OK
     print(f"Not converged: {len(result.failed)} failed, {len(result.remaining.changes)} changes remain, "
           f"{len(result.remaining.refusals)} refused.", file=sys.stderr)
@@ -166,7 +192,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
     policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
     config = _config(args)
     with exclusive(config.state_dir), Session.open(config) as session:
-        preview, _ = session.plan(nothing, policy=policy)
+        preview, observed = session.plan(nothing, policy=policy)
+        owned = session.store.owned()
+        for ref in sorted(policy.only or (), key=lambda r: r.sort_key):
+            live = observed.objects.get(ref)
+            if live is not None and ref not in owned and live.owner is None:
+                print(f"skipped {ref}: not managed by iaasctl", file=sys.stderr)
         output.print_plan(preview)
         if preview.empty and not preview.refusals:
             return EXIT_OK
@@ -175,7 +206,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         result = apply(session, nothing, policy=policy, progress=output.print_progress, command="delete")
     if result.converged:
-        print(f"Deleted {len(result.outcomes)} objects.")
+        print(f"Deleted {len(result.outcomes)} {_plural(len(result.outcomes), 'object')}.")
         return EXIT_OK
     for outcome in result.failed:
         print(f"failed: {outcome.change.ref}: {outcome.error}", file=sys.stderr)

@@ -337,3 +337,18 @@ def test_a_checkout_reached_through_a_symlink_is_pruned_all_the_same(session, wr
     for root in (link, real):
         the_plan, _ = session.plan(manifest.load([str(root)]), policy=Policy())
         assert [(c.action, str(c.ref)) for c in the_plan.changes] == [(Action.DELETE, "VirtualMachine/t-web")]
+
+
+def test_usage_errors_and_unusable_state_dirs_are_errors_not_changes(session, write_manifests, capsys) -> None:
+    assert main(["plan"]) == 1                                   # -f missing: 1, never 2 ("changes")
+    assert "the following arguments are required: -f" in capsys.readouterr().err
+    root = write_manifests(m.stack())
+    assert main(["--connect", "test:///default", "--state-dir", "/proc/no-such-dir", "apply", "-f", str(root)]) == 1
+    assert "iaasctl: error: /proc/no-such-dir" in capsys.readouterr().err
+
+
+def test_validate_checks_paths_against_the_state_dir_too(session, write_manifests, capsys) -> None:
+    state = session.config.state_dir
+    root = write_manifests({"pool.yaml": m.POOL.replace("/t-images", f"{state}/pools/images")})
+    assert cli(session, "validate", str(root)) == 1
+    assert "is inside the state directory" in capsys.readouterr().err
