@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
+from xml.etree import ElementTree as ET
 
 import libvirt
 
 from controller import errors
+from controller.kinds.base import OWNER_NS, OwnerMark
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -203,8 +205,6 @@ class Libvirt:
 
     @_reading
     def host(self) -> HostRecord:
-        from xml.etree import ElementTree as ET
-
         info = self._conn.getInfo()
         caps = ET.fromstring(self._conn.getCapabilities())
         types: list[str] = []
@@ -374,6 +374,15 @@ class Libvirt:
     @_mutating
     def set_domain_autostart(self, name: str, enabled: bool) -> None:
         self._conn.lookupByName(name).setAutostart(int(enabled))
+
+    @_mutating
+    def set_domain_owner(self, name: str, mark: OwnerMark) -> None:
+        """Put the owner marker into an existing domain's persistent definition."""
+        element = ET.Element("owner", {"source": mark.source})
+        self._conn.lookupByName(name).setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding="unicode"), "iaasctl", OWNER_NS,
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+        )
 
     @_reading
     def domain_state(self, name: str) -> str:

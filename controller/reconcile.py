@@ -7,6 +7,7 @@ daemon (a later layer) calls the same function on each trigger.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -50,9 +51,10 @@ class Session:
         self.close()
 
     def domain_type(self, observed: Observed) -> str:
+        # A remote host cannot be probed from here: there, auto trusts what it offers.
         local = self.client.uri.startswith(("qemu:///", "qemu+unix:///"))
         return resolve_domain_type(
-            self.config.domain_type, observed.host.domain_types, kvm_works=local and kvm_works()
+            self.config.domain_type, observed.host.domain_types, kvm_works=kvm_works() if local else True
         )
 
     def sync_records(self, desired: Desired, observed: Observed) -> None:
@@ -125,7 +127,8 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     run_id = session.store.begin_run(command)
     ctx = StepContext(
         client=session.client, store=session.store, desired=desired,
-        domain_type=session.domain_type(observed), console_log_dir=session.config.console_log_dir,
+        domain_type=functools.cache(lambda: session.domain_type(observed)),
+        console_log_dir=session.config.console_log_dir,
         shutdown_timeout=session.config.shutdown_timeout,
     )
     outcomes = execute(the_plan, ctx, parallelism=session.config.parallelism, progress=progress)

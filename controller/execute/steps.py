@@ -33,7 +33,7 @@ class StepContext:
     client: Libvirt
     store: StateStore
     desired: Desired
-    domain_type: str
+    domain_type: Callable[[], str]     # chosen when a VM is first rendered: other kinds never need it
     console_log_dir: str
     shutdown_timeout: float
     sleep: Callable[[float], None] = time.sleep
@@ -79,9 +79,23 @@ def run_change(change: Change, ctx: StepContext) -> None:
     elif change.action is Action.REPLACE:
         _DELETE[spec.kind](ctx, change)
         _CREATE[spec.kind](ctx, spec)
-    elif change.action is not Action.ADOPT:
+    elif change.action is Action.ADOPT:
+        _mark_adopted(ctx, spec, change)
+    else:
         _UPDATE[spec.kind](ctx, spec, change)
     _record(ctx, spec, change.live.uuid if change.live else None)
+
+
+def _mark_adopted(ctx: StepContext, spec: Spec, change: Change) -> None:
+    """Write the owner marker into an adopted object that carries one, so that the
+    adoption survives a lost state file like a creation does. Pools and volumes
+    have no place for it: the state store is their only record."""
+    if isinstance(spec, VMSpec):
+        ctx.client.set_domain_owner(spec.meta.name, OwnerMark(source_path(spec)))
+    elif isinstance(spec, NetworkSpec) and change.live is not None:
+        assert isinstance(change.live.spec, NetworkSpec)
+        ctx.client.define_network(network_kind.render(
+            spec, owner=OwnerMark(source_path(spec)), uuid=change.live.uuid, bridge=change.live.spec.bridge))
 
 
 def _undo(*calls: Callable[[], object]) -> None:
@@ -228,7 +242,7 @@ def _render_vm(ctx: StepContext, spec: VMSpec, *, uuid: str | None, macs: tuple[
         assert isinstance(vol, VolumeSpec), "references are checked when manifests load"
         volumes[disk.volume] = vm_kind.VolumeRef(pool=vol.pool, format=vol.format)
     render_ctx = vm_kind.RenderContext(
-        owner=OwnerMark(source_path(spec)), domain_type=ctx.domain_type, console_log_dir=ctx.console_log_dir,
+        owner=OwnerMark(source_path(spec)), domain_type=ctx.domain_type(), console_log_dir=ctx.console_log_dir,
         volumes=volumes, uuid=uuid, macs=macs,
     )
     return vm_kind.render(spec, render_ctx)

@@ -151,6 +151,12 @@ def test_full_lifecycle_on_a_real_host(host: Host) -> None:
     ip = wait_for("the guest's DHCP lease in `iaasctl get vms`", lambda: guest_ip(host), timeout=180)
     assert ip == VM_IP
     assert "IAASCTL-GUEST-BOOTED" in CONSOLE_LOG.read_text(errors="replace")
+    conn = libvirt.open(URI)
+    try:  # ownership lives inside the objects too, so it survives a lost state file
+        assert "urn:iaasctl:owner:1" in conn.networkLookupByName(f"{PREFIX}net").XMLDesc(0)
+        assert "urn:iaasctl:owner:1" in conn.lookupByName(f"{PREFIX}vm").XMLDesc(0)
+    finally:
+        conn.close()
     nets = {r["name"]: r for r in host.get("networks")}
     assert nets[f"{PREFIX}net"]["state"] == "active" and nets[f"{PREFIX}net"]["managed"] == "yes"
 

@@ -352,3 +352,26 @@ def test_validate_checks_paths_against_the_state_dir_too(session, write_manifest
     root = write_manifests({"pool.yaml": m.POOL.replace("/t-images", f"{state}/pools/images")})
     assert cli(session, "validate", str(root)) == 1
     assert "is inside the state directory" in capsys.readouterr().err
+
+
+def test_an_adopted_domain_carries_the_owner_marker(session, write_manifests, tmp_path) -> None:
+    """A domain someone else defined, adopted with a manifest that matches it, is marked
+    inside the domain, so the adoption survives a lost state file."""
+    session.client.define_domain("<domain type='test'><name>theirs</name><memory unit='MiB'>256</memory>"
+                                 "<vcpu>1</vcpu><os><type>hvm</type></os></domain>")
+    root = write_manifests({"theirs.yaml": """\
+apiVersion: iaas/v1
+kind: VirtualMachine
+metadata:
+  name: theirs
+spec:
+  vcpus: 1
+  memory: 256MiB
+  power: stopped
+"""})
+    assert not run(session, root).converged, "not ours until adopted"
+    result = run(session, root, adopt=True)
+    assert [c.action for c in result.plan.changes] == [Action.ADOPT] and result.converged
+    assert "urn:iaasctl:owner:1" in session.client.domain("theirs").config_xml
+    lost = Session(session.config, session.client, type(session.store)(tmp_path / "fresh-state"))
+    assert run(lost, root).converged, "without a state file the marker still says it is ours"
