@@ -4,6 +4,7 @@
     ├── ManifestInvalid      bad input; carries every Problem of the run (file:line: path: message)
     ├── ConfigError          unusable controller configuration
     ├── LockHeld             another controller holds the state directory
+    ├── PlanChanged          the host changed between the plan shown and the apply
     └── LibvirtFailure       a libvirt call failed; the adapter maps libvirt error codes here
         ├── NotFound
         ├── AlreadyExists
@@ -53,6 +54,10 @@ class ConfigError(IaasError):
 
 
 class LockHeld(IaasError):
+    pass
+
+
+class PlanChanged(IaasError):
     pass
 
 

@@ -16,6 +16,7 @@ A plan holds three things:
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -104,6 +105,11 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes
 
+    def summary(self) -> tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...]:
+        """What the plan would do, without the snapshots it was computed from."""
+        return tuple((str(c.ref), c.action.value, tuple((f.path, str(f.old), str(f.new)) for f in c.fields))
+                     for c in self.changes)
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for change in self.changes:
@@ -151,7 +157,9 @@ def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord],
 
 def _plan_spec(b: _Builder, spec: Spec) -> None:
     ref = ref_of(spec)
-    if isinstance(spec, VMSpec) and not _fits_host(b, spec):
+    if isinstance(spec, VMSpec) and not (_fits_host(b, spec) and _macs_free(b, spec)):
+        return
+    if isinstance(spec, NetworkSpec) and not _address_space_free(b, spec):
         return
     live = b.observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
     if live is None:
@@ -297,6 +305,44 @@ def _fits_host(b: _Builder, spec: VMSpec) -> bool:
         b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where('spec.vcpus')}: {spec.vcpus} vCPUs is more "
                                   f"than the host's {host.cpus} CPUs"))
     return len(b.refusals) == before
+
+
+def _macs_free(b: _Builder, spec: VMSpec) -> bool:
+    """A MAC the manifest sets must not be on another domain of the host (libvirt
+    accepts the duplicate; the network then breaks for both)."""
+    taken = {n.mac: ref for ref, live in b.observed.objects.items() if isinstance(live.spec, VMSpec)
+             and ref.name != spec.meta.name and not _leaving(b, ref, live) for n in live.spec.nics if n.mac}
+    clashes = [(i, n.mac, taken[n.mac]) for i, n in enumerate(spec.nics) if n.mac and n.mac in taken]
+    for index, mac, other in clashes:
+        b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where(f'spec.networks[{index}].mac')}: {mac} is "
+                                                f"already used by {other}"))
+    return not clashes
+
+
+def _address_space_free(b: _Builder, spec: NetworkSpec) -> bool:
+    """A new subnet or bridge must not clash with another network of the host: libvirt
+    defines such a network and fails only when it starts."""
+    clashes = []
+    for ref, live in sorted(b.observed.objects.items(), key=lambda item: item[0].sort_key):
+        other = live.spec
+        if not isinstance(other, NetworkSpec) or ref.name == spec.meta.name or _leaving(b, ref, live):
+            continue
+        if spec.ipv4 and other.ipv4 and ipaddress.ip_network(spec.ipv4.cidr).overlaps(
+                ipaddress.ip_network(other.ipv4.cidr)):
+            clashes.append(f"{spec.meta.where('spec.ipv4.cidr')}: {spec.ipv4.cidr} overlaps {ref} "
+                           f"({other.ipv4.cidr})")
+        if spec.bridge and spec.mode != "bridge" and other.bridge == spec.bridge:
+            clashes.append(f"{spec.meta.where('spec.bridge')}: bridge {spec.bridge} is already used by {ref}")
+    b.refusals.extend(Refusal(ref_of(spec), message) for message in clashes)
+    return not clashes
+
+
+def _leaving(b: _Builder, ref: Ref, live: Live) -> bool:
+    """An owned object this run prunes (deletes run first): what it holds is free."""
+    if not b.policy.prune or ref in b.desired.by_ref() or not b.is_owned(ref, live):
+        return False
+    record = b.owned.get(ref)
+    return _in_scope(record.source if record else (live.owner.source if live.owner else ""), b.desired.roots)
 
 
 _HANDLERS = {Kind.POOL: _plan_pool, Kind.VOLUME: _plan_volume, Kind.NETWORK: _plan_network, Kind.VM: _plan_vm}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
-from controller.errors import ManifestInvalid, Problem
+from controller.errors import ManifestInvalid, PlanChanged, Problem
 from controller.execute import Outcome, Progress, execute
 from controller.execute.steps import StepContext, record_spec, spec_hash
 from controller.model import Desired, PoolSpec, Spec, VMSpec, VolumeSpec, ref_of
@@ -122,8 +122,12 @@ class ApplyResult:
 
 
 def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progress | None = None,
-          command: str = "apply") -> ApplyResult:
+          command: str = "apply", shown: Plan | None = None) -> ApplyResult:
+    """Observe, plan, execute, observe again. `shown` is a plan the user saw (and maybe
+    confirmed): if the fresh plan differs, nothing is executed."""
     the_plan, observed = session.plan(desired, policy=policy)
+    if shown is not None and the_plan.summary() != shown.summary():
+        raise PlanChanged("the host changed since the plan was shown; nothing was changed, run apply again")
     run_id = session.store.begin_run(command)
     ctx = StepContext(
         client=session.client, store=session.store, desired=desired,

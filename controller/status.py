@@ -3,6 +3,7 @@ live libvirt state, for `get` and `describe` — desired and live side by side."
 
 from __future__ import annotations
 
+from datetime import datetime, UTC
 from typing import Any
 
 from controller.adapter import Libvirt
@@ -107,12 +108,15 @@ def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -
     if status:
         doc["source"] = status.source
         doc["protect"] = status.protect
-        doc["desired"] = status.spec
-        doc["lastApplied"] = status.last_applied
+        doc["desired"] = manifest_view(status.spec) if status.spec else None
+        doc["lastApplied"] = _when(status.last_applied)
         doc["lastResult"] = _last(status)
     if live:
         live_doc: dict[str, Any] = {"state": live.state, "uuid": live.uuid}
-        live_doc["definition"] = plain(live.spec)
+        definition = plain(live.spec)
+        if isinstance(definition, dict):
+            definition.pop("restart_policy", None)  # a manifest policy, not something libvirt has
+        live_doc["definition"] = manifest_view({"spec": definition})["spec"]
         if live.path:
             live_doc["path"] = live.path
         if isinstance(live.spec, VMSpec):
@@ -123,9 +127,39 @@ def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -
     else:
         doc["live"] = {"state": "missing"}
     doc["history"] = [
-        {"at": h.at, "action": h.action, "result": h.result, "error": h.error} for h in store.history(ref)
+        {"at": _when(h.at), "action": h.action, "result": h.result, "error": h.error} for h in store.history(ref)
     ]
     return doc
+
+
+_RENAMES = {"nics": "networks", "restart_policy": "restartPolicy", "boot_order": "bootOrder",
+            "dhcp_start": "dhcpStart", "dhcp_end": "dhcpEnd"}
+
+
+def manifest_view(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec as the manifest spells it: field names, sizes in binary units,
+    no unset fields, `source: {volume|path}`."""
+    return {k: _view(k, v) for k, v in document.items() if v is not None}
+
+
+def _view(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        if "source_volume" in value or "source_path" in value:
+            value = dict(value)
+            source = {"volume": value.pop("source_volume"), "path": value.pop("source_path")}
+            value["source"] = {k: v for k, v in source.items() if v} or None
+        return {_RENAMES.get(k, k): _view(k, v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_view(key, v) for v in value]
+    if key in ("memory", "size") and isinstance(value, int):
+        return format_size(value)
+    return value
+
+
+def _when(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
 
 
 def _safe_addresses(client: Libvirt, name: str) -> list[tuple[str, str]]:

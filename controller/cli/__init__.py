@@ -164,7 +164,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if destructive and not args.yes and sys.stdin.isatty() and not _confirm():
             print("Cancelled; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
-        result = apply(session, desired, policy=policy, progress=output.print_progress)
+        result = apply(session, desired, policy=policy, progress=output.print_progress, shown=preview)
     for refusal in result.plan.refusals:
         print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
     if result.converged:
@@ -204,7 +204,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if not args.yes and sys.stdin.isatty() and not _confirm("Delete these objects?"):
             print("Cancelled; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
-        result = apply(session, nothing, policy=policy, progress=output.print_progress, command="delete")
+        result = apply(session, nothing, policy=policy, progress=output.print_progress, command="delete",
+                       shown=preview)
     if result.converged:
         print(f"Deleted {len(result.outcomes)} {_plural(len(result.outcomes), 'object')}.")
         return EXIT_OK

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from controller import errors, manifest
 from controller.adapter import Libvirt
 from controller.cli import main
@@ -375,3 +377,15 @@ spec:
     assert "urn:iaasctl:owner:1" in session.client.domain("theirs").config_xml
     lost = Session(session.config, session.client, type(session.store)(tmp_path / "fresh-state"))
     assert run(lost, root).converged, "without a state file the marker still says it is ours"
+
+
+def test_apply_does_not_execute_a_plan_other_than_the_one_shown(session, write_manifests) -> None:
+    from controller.errors import PlanChanged
+
+    root = write_manifests(m.stack())
+    desired = manifest.load([str(root)])
+    shown, _ = session.plan(desired, policy=Policy())
+    session.client.define_network("<network><name>t-lab</name></network>")  # someone else, meanwhile
+    with pytest.raises(PlanChanged):
+        apply(session, desired, policy=Policy(), shown=shown)
+    assert live_names(session, Kind.VM) == {"test"}
