@@ -7,6 +7,8 @@ from xml.etree import ElementTree as ET
 
 import libvirt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.kinds import network as network_kind
 from controller.kinds import pool as pool_kind
@@ -109,3 +111,17 @@ def test_hostile_values_stay_text() -> None:
         assert ET.fromstring(dom.XMLDesc(0)).findall("devices/disk") == []
     finally:
         conn.close()
+
+
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_any_text_in_any_field_round_trips_as_text(text: str) -> None:
+    """Whatever a kernel command line, path or owner string holds, it stays the value
+    of its element or attribute (the builder never splices source text)."""
+    spec = VMSpec(meta=meta("fuzz"), vcpus=1, memory=64 << 20,
+                  boot=BootSpec(kernel="/k/" + text, initrd="/i/" + text, cmdline=text))
+    ctx = vm_kind.RenderContext(owner=OwnerMark(text), domain_type="test", console_log_dir="/tmp")
+    root = ET.fromstring(vm_kind.render(spec, ctx))
+    assert (root.findtext("os/cmdline") or "") == text   # an empty command line is simply left out
+    assert root.findtext("os/kernel") == "/k/" + text
+    assert root.find("devices/disk") is None and root.find(".//evil") is None
