@@ -105,6 +105,25 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes
 
+    def without(self, held: frozenset[Ref]) -> tuple[Plan, frozenset[Ref]]:
+        """This plan less the changes of `held` objects (suspended, backing off, from an
+        invalid or vanished file), and less the changes that wait for those; the second
+        value names the waiting ones."""
+        removed = set(held)
+        grew = True
+        while grew:
+            grew = False
+            for change in self.changes:
+                if change.ref not in removed and any(d in removed for d in change.depends_on):
+                    removed.add(change.ref)
+                    grew = True
+        waiting = frozenset(removed - held)
+        return Plan(
+            changes=tuple(c for c in self.changes if c.ref not in removed),
+            refusals=tuple(r for r in self.refusals if r.ref not in held),
+            notes=self.notes,
+        ), waiting
+
     def summary(self) -> tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...]:
         """What the plan would do, without the snapshots it was computed from."""
         return tuple((str(c.ref), c.action.value, tuple((f.path, str(f.old), str(f.new)) for f in c.fields))

@@ -57,6 +57,27 @@ class Session:
             self.config.domain_type, observed.host.domain_types, kvm_works=kvm_works() if local else True
         )
 
+    def recover(self) -> list[str]:
+        """Finish what a crashed run left half done, from the journal: an object it
+        created but had not yet recorded is recorded as ours (never created twice, never
+        left an orphan); a delete is finished by the next plan, as its record remains.
+        Returns one line per entry, for the log."""
+        entries = self.store.journal()
+        if not entries:
+            return []
+        observed = observe(self.client)
+        owned = self.store.owned()
+        lines = []
+        for entry in entries:
+            live = observed.objects.get(entry.ref)
+            if entry.action in ("create", "replace") and live is not None and entry.ref not in owned:
+                self.store.record_owned(entry.ref, source=entry.source, protect=entry.protect, uuid=live.uuid)
+                lines.append(f"recovered {entry.ref}: created by an interrupted run, recorded as ours")
+            else:
+                lines.append(f"recovered {entry.ref}: interrupted {entry.action} is finished by this run")
+            self.store.journal_end(entry.id)
+        return lines
+
     def sync_records(self, desired: Desired, observed: Observed) -> None:
         """Bring the store's records of owned objects up to date with their manifests
         where libvirt has nothing to change: a `protect: true` or a label added to an

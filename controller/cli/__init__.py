@@ -155,6 +155,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
     with exclusive(config.state_dir), Session.open(config) as session:
+        for line in session.recover():
+            print(line, file=sys.stderr)
         preview, observed = session.plan(desired, policy=policy)
         output.print_plan(preview)
         if preview.empty and not preview.refusals:
@@ -192,6 +194,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
     config = _config(args)
     with exclusive(config.state_dir), Session.open(config) as session:
+        for line in session.recover():
+            print(line, file=sys.stderr)
         preview, observed = session.plan(nothing, policy=policy)
         owned = session.store.owned()
         for ref in sorted(policy.only or (), key=lambda r: r.sort_key):

@@ -66,8 +66,32 @@ def record_spec(store: StateStore, spec: Spec, uuid: str | None = None) -> None:
     )
 
 
+_JOURNALED = (Action.CREATE, Action.REPLACE, Action.DELETE)
+
+
 def run_change(change: Change, ctx: StepContext) -> None:
-    """Carry out one change; raises an IaasError when it cannot."""
+    """Carry out one change; raises an IaasError when it cannot.
+
+    Creates, replaces and deletes are multi-step: they are journaled first, so that a
+    crash between two steps (a volume made but not yet recorded as ours) is finished
+    on the next start (Session.recover) instead of leaving an orphan or a duplicate."""
+    if change.action not in _JOURNALED:
+        _run(change, ctx)
+        return
+    spec = change.spec
+    entry = ctx.store.journal_begin(
+        change.ref, change.action.value, source=source_path(spec) if spec else "",
+        protect=spec.meta.protect if spec else False)
+    try:
+        _run(change, ctx)
+    except errors.IaasError:
+        ctx.store.journal_end(entry)   # failed and rolled back: nothing is left half done
+        raise
+    # Anything else (a crash, an interrupt, a bug) leaves the entry for Session.recover.
+    ctx.store.journal_end(entry)
+
+
+def _run(change: Change, ctx: StepContext) -> None:
     if change.action is Action.DELETE:
         _DELETE[change.ref.kind](ctx, change)
         ctx.store.forget(change.ref)

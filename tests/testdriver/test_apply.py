@@ -389,3 +389,32 @@ def test_apply_does_not_execute_a_plan_other_than_the_one_shown(session, write_m
     with pytest.raises(PlanChanged):
         apply(session, desired, policy=Policy(), shown=shown)
     assert live_names(session, Kind.VM) == {"test"}
+
+
+class _Crash(BaseException):
+    """Stands for the process dying: no `except IaasError` handler (no rollback) runs."""
+
+
+class _CrashAfterVolumeCreate(Libvirt):
+    def create_volume(self, pool: str, xml: str) -> str:
+        path = super().create_volume(pool, xml)
+        raise _Crash(path)
+
+
+def test_a_crash_between_creating_a_volume_and_recording_it_is_recovered(session, write_manifests) -> None:
+    """The journal says the volume was being created: on the next start it is recorded
+    as ours, neither created twice nor left as an unowned conflict (RELIABILITY F4)."""
+    root = write_manifests({"pool.yaml": m.POOL, "vol.yaml": m.VOLUMES.split("---")[0]})
+    crashing = Session(session.config, _CrashAfterVolumeCreate(session.config.connect), session.store)
+    try:
+        with pytest.raises(_Crash):
+            run(crashing, root)
+    finally:
+        crashing.client.close()
+    assert [e.ref for e in session.store.journal()] == [Ref(Kind.VOLUME, "t-base")]
+    assert Ref(Kind.VOLUME, "t-base") not in session.store.owned()
+    assert session.recover() == ["recovered Volume/t-base: created by an interrupted run, recorded as ours"]
+    assert session.store.journal() == []
+    result = run(session, root)
+    assert result.plan.empty and result.converged
+    assert sorted(name for (pool, name) in observe(session.client).volumes if pool == "t-images") == ["t-base"]

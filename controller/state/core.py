@@ -1,4 +1,4 @@
-"""State store: SQLite (WAL) in the state directory.
+"""State store core: the SQLite connection, ownership records and run history.
 
 Holds what libvirt cannot: which objects the controller owns (and from which
 manifest), the hash of the spec last applied, the last result and error per
@@ -90,7 +90,7 @@ class ChangeRecord:
     at: float
 
 
-class StateStore:
+class StoreCore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -104,11 +104,16 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
+        for schema in self._schemas():
+            self._db.executescript(schema)
         for suffix in ("", "-wal", "-shm"):
             side = Path(f"{self.path}{suffix}")
             if side.exists():
                 os.chmod(side, 0o600)
+
+    def _schemas(self) -> list[str]:
+        """Each part of the store adds its own tables (see the subclasses)."""
+        return [SCHEMA]
 
     def close(self) -> None:
         with self._lock:
@@ -238,5 +243,24 @@ def exclusive(state_dir: str | os.PathLike[str]) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
+    finally:
+        os.close(fd)
+
+
+def lock_holder(state_dir: str | os.PathLike[str]) -> int | None:
+    """The pid of the process holding the state directory's lock, or None when free."""
+    path = Path(state_dir) / "lock"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
     finally:
         os.close(fd)
