@@ -27,6 +27,12 @@ class Config:
     parallelism: int = 4
     shutdown_timeout: float = 60.0
     console_log_dir: str = "/var/log/libvirt/qemu"
+    # the daemon (iaasctl run)
+    resync_interval: float = 300.0     # full pass at least this often, in case an event was lost
+    debounce: float = 0.3              # quiet time after a manifest file event before the pass
+    delete_grace: float = 30.0         # a vanished manifest's objects are kept this long
+    backoff_base: float = 1.0          # first retry delay of a failing resource; doubles each time
+    backoff_max: float = 300.0
 
 
 def load_config(
@@ -79,8 +85,12 @@ def _check(config: Config) -> None:
         raise ConfigError(f"domain_type: {config.domain_type!r} is not one of {', '.join(DOMAIN_TYPES)}")
     if config.parallelism < 1:
         raise ConfigError(f"parallelism: {config.parallelism} must be at least 1")
-    if config.shutdown_timeout < 0:
-        raise ConfigError(f"shutdown_timeout: {config.shutdown_timeout} must not be negative")
+    for key in ("shutdown_timeout", "debounce", "delete_grace"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"{key}: {getattr(config, key)} must not be negative")
+    for key in ("resync_interval", "backoff_base", "backoff_max"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{key}: {getattr(config, key)} must be positive")
 
 
 def resolve_domain_type(configured: str, offered: tuple[str, ...], *, kvm_works: bool) -> str:

@@ -16,7 +16,7 @@ from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, PlanChanged, Problem
 from controller.execute import Outcome, Progress, execute
 from controller.execute.steps import StepContext, record_spec, spec_hash
-from controller.model import Desired, PoolSpec, Spec, VMSpec, VolumeSpec, ref_of
+from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan
 from controller.state import StateStore
@@ -129,9 +129,12 @@ def _host_paths(spec: Spec) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class ApplyResult:
-    plan: Plan
+    plan: Plan                 # what was executed
     outcomes: list[Outcome]
-    remaining: Plan            # what a plan right after the apply still shows
+    remaining: Plan            # what a plan right after the apply still shows (held objects left out)
+    full: Plan                 # the plan before held objects were taken out
+    waiting: frozenset[Ref] = frozenset()   # not attempted: they wait for a held object
+    observed: Observed | None = None        # the host after the apply
 
     @property
     def failed(self) -> list[Outcome]:
@@ -143,12 +146,20 @@ class ApplyResult:
 
 
 def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progress | None = None,
-          command: str = "apply", shown: Plan | None = None) -> ApplyResult:
-    """Observe, plan, execute, observe again. `shown` is a plan the user saw (and maybe
-    confirmed): if the fresh plan differs, nothing is executed."""
-    the_plan, observed = session.plan(desired, policy=policy)
+          command: str = "apply", shown: Plan | None = None, held: frozenset[Ref] = frozenset()
+          ) -> ApplyResult:
+    """Observe, plan, execute, observe again.
+
+    `shown` is a plan the user saw (and maybe confirmed): if the fresh plan differs,
+    nothing is executed. `held` objects (suspended, backing off, from a broken or
+    vanished manifest) are neither changed nor deleted, nor is what waits for them."""
+    full, observed = session.plan(desired, policy=policy)
+    the_plan, waiting = full.without(held)
     if shown is not None and the_plan.summary() != shown.summary():
         raise PlanChanged("the host changed since the plan was shown; nothing was changed, run apply again")
+    if the_plan.empty:
+        session.sync_records(desired, observed)
+        return ApplyResult(the_plan, [], the_plan, full, waiting, observed)
     run_id = session.store.begin_run(command)
     ctx = StepContext(
         client=session.client, store=session.store, desired=desired,
@@ -160,9 +171,10 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     for outcome in outcomes:
         session.store.record_result(run_id, outcome.change.ref, action=outcome.change.action.value,
                                     ok=outcome.ok, error=outcome.error)
-    remaining, after = session.plan(desired, policy=policy)
+    after_full, after = session.plan(desired, policy=policy)
+    remaining, _ = after_full.without(held | waiting)
     session.sync_records(desired, after)
-    result = ApplyResult(the_plan, outcomes, remaining)
+    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after)
     session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary={
         "changes": len(the_plan.changes), "failed": len(result.failed),
         "refused": len(the_plan.refusals), "remaining": len(remaining.changes),

@@ -7,7 +7,7 @@ from datetime import datetime, UTC
 from typing import Any
 
 from controller.adapter import Libvirt
-from controller.errors import IaasError
+from controller.errors import ConfigError, IaasError
 from controller.kinds import vm as vm_kind
 from controller.model import Kind, NetworkSpec, PoolSpec, Ref, VMSpec, VolumeSpec, plain
 from controller.observe import Live, Observed
@@ -35,7 +35,7 @@ def parse_kind(text: str) -> Kind:
         if lowered in aliases:
             return kind
     known = ", ".join(a for aliases in KIND_ALIASES.values() for a in aliases[1::2])
-    raise ValueError(f"unknown kind {text!r} (use one of: {known})")
+    raise ConfigError(f"unknown kind {text!r} (use one of: {known})")
 
 
 def rows(kind: Kind, observed: Observed, store: StateStore, client: Libvirt, *, name: str | None = None
@@ -126,6 +126,19 @@ def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -
         doc["live"] = live_doc
     else:
         doc["live"] = {"state": "missing"}
+    found = store.conditions(ref)
+    if found:
+        doc["conditions"] = [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
+                              "lastTransitionTime": _when(c.since)} for c in found]
+    retry = store.resource_statuses().get(ref)
+    if retry is not None:
+        doc["status"] = {"generation": retry.generation, "observedGeneration": retry.observed_generation,
+                         "retries": retry.retries, "nextRetry": _when(retry.next_retry),
+                         "permanentError": retry.permanent, "lastError": retry.last_error}
+    events = store.events(ref, limit=10)
+    if events:
+        doc["events"] = [{"time": _when(e.at), "type": e.type, "reason": e.reason, "message": e.message}
+                         for e in events]
     doc["history"] = [
         {"at": _when(h.at), "action": h.action, "result": h.result, "error": h.error} for h in store.history(ref)
     ]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from controller import __version__, errors
+from controller.cli import control
 from controller.config import Config, load_config
 from controller.model import Desired, Kind, Ref
 
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("kind")
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+
+    control.add_parsers(sub)
     return parser
 
 
@@ -157,7 +160,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with exclusive(config.state_dir), Session.open(config) as session:
         for line in session.recover():
             print(line, file=sys.stderr)
-        preview, observed = session.plan(desired, policy=policy)
+        everything, suspended = session.store.suspended()
+        if everything:
+            raise errors.ConfigError("reconciliation is suspended (iaasctl resume); nothing was changed")
+        full, observed = session.plan(desired, policy=policy)
+        preview, _ = full.without(suspended)
+        for ref in sorted(suspended, key=lambda r: r.sort_key):
+            print(f"suspended: {ref} is left as it is (iaasctl resume {ref.kind.value} {ref.name})",
+                  file=sys.stderr)
         output.print_plan(preview)
         if preview.empty and not preview.refusals:
             session.sync_records(desired, observed)
@@ -166,7 +176,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if destructive and not args.yes and sys.stdin.isatty() and not _confirm():
             print("Cancelled; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
-        result = apply(session, desired, policy=policy, progress=output.print_progress, shown=preview)
+        result = apply(session, desired, policy=policy, progress=output.print_progress, shown=preview,
+                       held=suspended)
     for refusal in result.plan.refusals:
         print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
     if result.converged:
@@ -260,10 +271,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def _kind(text: str) -> Kind:
     from controller import status
 
-    try:
-        return status.parse_kind(text)
-    except ValueError as exc:
-        raise errors.ConfigError(str(exc)) from exc
+    return status.parse_kind(text)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return control.cmd_run(args, _config(args))
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    return control.cmd_events(args, _config(args))
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    return control.cmd_control(args, _config(args))
 
 
 _COMMANDS = {
@@ -273,4 +293,9 @@ _COMMANDS = {
     "delete": cmd_delete,
     "get": cmd_get,
     "describe": cmd_describe,
+    "run": cmd_run,
+    "events": cmd_events,
+    "reconcile": cmd_control,
+    "suspend": cmd_control,
+    "resume": cmd_control,
 }

@@ -1,0 +1,117 @@
+"""Commands for the continuous controller: `run` (the daemon), and the commands that
+talk to a running daemon through the state store: `events`, `reconcile`,
+`suspend`, `resume`. A running daemon is woken with SIGUSR1; without one, the
+request waits in the store for the next `run`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from controller import errors
+from controller.config import Config
+from controller.model import Ref
+from controller.status import parse_kind
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("run", help="keep the host converged: the continuous reconcile daemon")
+    p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
+    p.add_argument("--adopt", action="store_true", help="take over same-named objects iaasctl does not own")
+    p.add_argument("--allow-mass-delete", action="store_true",
+                   help="allow deleting more than half of the managed objects in one pass")
+    p.add_argument("--no-prune", dest="prune", action="store_false")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every pass, not only actions")
+
+    p = sub.add_parser("events", help="what happened to objects (newest last)")
+    p.add_argument("kind", nargs="?")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+
+    for name, text in (("reconcile", "ask the daemon for a pass now (and retry a failing object at once)"),
+                       ("suspend", "stop reconciling an object, or everything; nothing is deleted"),
+                       ("resume", "reconcile a suspended object, or everything, again")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("kind", nargs="?")
+        p.add_argument("name", nargs="?")
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from controller.daemon import Daemon
+    from controller.plan import Policy
+
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
+    daemon = Daemon(args.paths, config, policy=policy)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: daemon.triggers.poke("requested"))
+    return daemon.run()
+
+
+def cmd_events(args: argparse.Namespace, config: Config) -> int:
+    from controller.cli import output
+    from controller.state import StateStore
+
+    ref = _ref(args.kind, args.name) if args.kind and args.name else None
+    store = StateStore(config.state_dir)
+    try:
+        found = store.events(ref, limit=args.limit)
+    finally:
+        store.close()
+    if args.kind and not args.name:
+        kind = parse_kind(args.kind)
+        found = [e for e in found if e.ref.kind is kind]
+    rows = [{"time": _when(e.at), "type": e.type, "reason": e.reason, "object": str(e.ref), "message": e.message}
+            for e in found]
+    if args.output == "table":
+        output.print_table(rows, ("TIME", "TYPE", "REASON", "OBJECT", "MESSAGE"))
+    else:
+        output.dump(rows, args.output)
+    return 0
+
+
+def cmd_control(args: argparse.Namespace, config: Config) -> int:
+    """reconcile / suspend / resume: record the wish, then wake a running daemon."""
+    from controller.state import StateStore, lock_holder
+
+    ref = _ref(args.kind, args.name) if args.kind else None
+    store = StateStore(config.state_dir)
+    try:
+        if args.command == "suspend":
+            store.suspend(ref)
+        elif args.command == "resume":
+            store.resume(ref)
+        store.request_reconcile(ref)
+    finally:
+        store.close()
+    what = str(ref) if ref else "everything"
+    pid = lock_holder(config.state_dir)
+    done = {"suspend": "suspended", "resume": "resumed", "reconcile": "reconcile requested for"}[args.command]
+    if pid is None or pid == os.getpid():
+        print(f"{done} {what}; no daemon is running on {config.state_dir}: it takes effect at the next run")
+        return 0
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        print(f"{done} {what}; the daemon (pid {pid}) is gone: it takes effect at the next run")
+        return 0
+    print(f"{done} {what}; told the daemon (pid {pid})")
+    return 0
+
+
+def _ref(kind: str, name: str | None) -> Ref:
+    if not name:
+        raise errors.ConfigError(f"{kind}: also name the object (KIND NAME), or give neither for everything")
+    return Ref(parse_kind(kind), name)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")

@@ -1,0 +1,273 @@
+"""The continuous reconcile daemon: `iaasctl run`.
+
+One loop on the main thread waits for a trigger (a manifest edit, a libvirt
+lifecycle event, a due retry, an explicit request, the periodic resync), then
+runs one pass: the same observe -> plan -> execute -> observe as `apply`, with
+held objects left out (suspended, backing off, from a broken manifest, or gone
+from the manifests for less than the grace period), and records what the pass
+means for each resource (conditions, retries, events).
+
+When libvirt goes away, the daemon says so, reconnects with backoff, subscribes
+to events again and re-reads everything: missed events are not replayed, and
+none are needed, as every pass looks at the whole host.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from controller import errors
+from controller.adapter import Libvirt
+from controller.adapter.events import Subscription, start_event_loop, subscribe
+from controller.config import Config
+from controller.daemon.backoff import Backoff
+from controller.daemon.conditions import CondValue, PassFacts, conditions
+from controller.daemon.desired import Grace, load_tolerant
+from controller.daemon.triggers import FileWatch, Triggers
+from controller.execute import Outcome
+from controller.execute.steps import spec_hash
+from controller.model import Ref, ref_of
+from controller.plan import Action, Change, Policy
+from controller.reconcile import ApplyResult, Session, apply
+from controller.state import ResourceStatus, StateStore, exclusive
+
+log = logging.getLogger("iaasctl")
+
+_PAST = {"create": "Created", "adopt": "Adopted", "update": "Updated", "replace": "Replaced",
+         "restart": "Restarted", "start": "Started", "stop": "Stopped", "delete": "Deleted"}
+RECONNECT_MAX = 30.0
+
+
+class Daemon:
+    def __init__(self, paths: Sequence[str], config: Config, *, policy: Policy | None = None,
+                 connect: Callable[[str], Libvirt] = Libvirt,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.paths = list(paths)
+        self.config = config
+        self.policy = policy or Policy()
+        self._connect = connect
+        self._clock = clock
+        self.triggers = Triggers(clock=clock)
+        self.backoff = Backoff(base=config.backoff_base, cap=config.backoff_max)
+        self.grace = Grace(config.delete_grace, clock)
+        self._stopping = threading.Event()
+        self._session: Session | None = None
+        self._subscription: Subscription | None = None
+        self._store: StateStore | None = None
+        self._connected = False
+        self._reconnect_delay = 1.0
+        self._written: dict[tuple[Ref, str], CondValue] = {}   # what the store has, to write only changes
+        self._status_written: dict[Ref, ResourceStatus] = {}
+        self._logged_problems: tuple[str, ...] = ()
+        self.passes = 0                        # completed passes, for tests and the status line
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the pass in progress and return (signal-handler safe)."""
+        self._stopping.set()
+        self.triggers.poke("stop")
+
+    def run(self) -> int:
+        with exclusive(self.config.state_dir):
+            self._store = StateStore(self.config.state_dir)
+            start_event_loop()
+            watch = FileWatch(self.paths, self.triggers, debounce=self.config.debounce)
+            watch.start()
+            log.info("watching %s; libvirt %s; resync every %ss", ", ".join(self.paths), self.config.connect,
+                     f"{self.config.resync_interval:g}")
+            try:
+                self._loop()
+            finally:
+                watch.stop()
+                if self._subscription is not None:
+                    self._subscription.close()
+                self._store.close()
+        log.info("stopped")
+        return 0
+
+    def _loop(self) -> None:
+        reasons = ["start"]
+        next_resync = self._clock() + self.config.resync_interval
+        while not self._stopping.is_set():
+            if not self._ensure_connected():
+                self.triggers.wait(self._reconnect_delay)
+                self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX)
+                reasons = ["reconnect"]
+                continue
+            now = self._clock()
+            if now >= next_resync:
+                reasons.append("resync")
+                next_resync = now + self.config.resync_interval
+            if reasons:
+                self._pass(reasons)
+            # Sleep until a trigger, the resync, a retry or the end of a grace period.
+            timers = [t for t in (self.backoff.next_due(), self.grace.next_due()) if t is not None]
+            wake = min([next_resync, *timers])
+            reasons = [r for r in self.triggers.wait(max(0.0, wake - self._clock())) if r != "stop"]
+            if not reasons and timers and self._clock() >= min(timers):
+                reasons = ["a retry or a grace period is due"]
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def _ensure_connected(self) -> bool:
+        if self._connected:
+            return True
+        assert self._store is not None
+        try:
+            client = self._connect(self.config.connect)
+            subscription = subscribe(client, on_event=lambda what: self.triggers.poke(f"libvirt: {what}"),
+                                     on_close=self._closed)
+        except errors.IaasError as exc:
+            log.warning("libvirt %s unreachable: %s; retrying in %.0fs", self.config.connect, exc,
+                        self._reconnect_delay)
+            return False
+        if self._subscription is not None:
+            self._subscription.close()
+            log.info("reconnected to %s", self.config.connect)
+            # Failures caused by the lost connection are not the resources' fault.
+            for ref, retry in self.backoff.items():
+                if retry.next_at is not None:
+                    self.backoff.forget(ref)
+        self._session = Session(self.config, client, self._store)
+        self._subscription = subscription
+        self._connected = True
+        self._reconnect_delay = 1.0
+        for line in self._session.recover():
+            log.info("%s", line)
+        return True
+
+    def _closed(self, reason: str) -> None:
+        """libvirt's close callback (event thread): note it and wake the loop."""
+        if self._connected:
+            log.warning("libvirt connection closed (%s): host disconnected", reason)
+        self._connected = False
+        self.triggers.poke("disconnected")
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    def _pass(self, reasons: list[str]) -> None:
+        assert self._session is not None and self._store is not None
+        store = self._store
+        for request in store.take_requests():
+            if request is None:
+                for ref, _ in self.backoff.items():
+                    self.backoff.forget(ref)
+            else:
+                self.backoff.forget(request)
+        everything, suspended = store.suspended()
+        if everything:
+            log.info("pass skipped: reconciliation is suspended (iaasctl resume)")
+            return
+        owned = store.owned()
+        loaded = load_tolerant(self.paths, owned)
+        self._report_problems(loaded.problems)
+        generations = {ref_of(s): spec_hash(s) for s in loaded.desired.specs}
+        in_grace = self.grace.held(loaded.desired, owned)
+        backing_off = self.backoff.held(self._clock(), generations)
+        retried = {ref for ref, _ in self.backoff.items()} - backing_off   # due now: attempted this pass
+        held = suspended | loaded.held | in_grace | backing_off
+        log.debug("pass (%s)", "; ".join(dict.fromkeys(reasons)))
+        try:
+            result = apply(self._session, loaded.desired, policy=self.policy, held=held,
+                           progress=self._progress, command="run")
+        except errors.Disconnected as exc:
+            self._closed(str(exc))
+            return
+        except errors.LibvirtFailure as exc:
+            log.warning("pass failed: %s", exc)
+            return
+        self.passes += 1
+        drifted = self._drift(result, owned, generations)
+        self._record(result, generations)
+        failing = {o.change.ref for o in result.outcomes if not o.ok}
+        for ref in retried - failing:       # due, and nothing failed: settled (or nothing to do any more)
+            self.backoff.succeeded(ref)
+        facts = PassFacts(result, suspended, loaded.held, in_grace, dict(self.backoff.items()), drifted)
+        refs = set(generations) | {c.ref for c in result.full.changes} | set(self.backoff_refs())
+        for ref in sorted(refs, key=lambda r: r.sort_key):
+            if any(o.change.ref == ref and o.change.action is Action.DELETE and o.ok for o in result.outcomes):
+                store.forget_status(ref)
+                continue
+            self._write_conditions(ref, conditions(ref, facts))
+        records = store.owned()
+        for ref in refs:
+            record = records.get(ref)
+            self._write_resource_status(ref, generations.get(ref), record.spec_hash if record else None)
+
+    def backoff_refs(self) -> list[Ref]:
+        return [ref for ref, _ in self.backoff.items()]
+
+    def _progress(self, change: Change, outcome: Outcome | None) -> None:
+        assert self._store is not None
+        if outcome is None:
+            self._write_conditions(change.ref, {"Reconciling": CondValue(True, "Applying", change.reason)})
+            return
+        if outcome.ok:
+            log.info("%s %s: ok (%.1fs)", change.action.value, change.ref, outcome.seconds)
+        else:
+            log.warning("%s %s: %s", change.action.value, change.ref, outcome.error)
+
+    def _drift(self, result: ApplyResult, owned: dict, generations: dict[Ref, str]) -> dict[Ref, str]:
+        """Changes to owned objects whose manifests did not change since they were last
+        applied: someone changed the host behind the controller's back."""
+        drifted = {}
+        for change in result.full.changes:
+            record = owned.get(change.ref)
+            if change.action is Action.DELETE or record is None or record.spec_hash != generations.get(change.ref):
+                continue
+            what = (", ".join(f"{f.path}: {f.old} -> {f.new}" for f in change.fields)
+                    if change.action is not Action.CREATE else "the object is gone")
+            drifted[change.ref] = what
+            assert self._store is not None
+            self._store.add_event(change.ref, "Warning", "Drifted", f"changed outside iaasctl: {what}")
+            log.warning("drift %s: %s", change.ref, what)
+        return drifted
+
+    def _record(self, result: ApplyResult, generations: dict[Ref, str]) -> None:
+        assert self._store is not None
+        for outcome in result.outcomes:
+            ref, action = outcome.change.ref, outcome.change.action.value
+            if outcome.ok:
+                self.backoff.succeeded(ref)
+                self._store.add_event(ref, "Normal", _PAST[action], outcome.change.reason)
+                continue
+            if outcome.skipped:
+                continue
+            retry = self.backoff.failed(ref, transient=outcome.transient, error=outcome.error or "failed",
+                                        generation=generations.get(ref), now=self._clock())
+            when = (f"retry in {retry.next_at - self._clock():.0f}s" if retry.next_at is not None
+                    else "not retried until its manifest changes")
+            self._store.add_event(ref, "Warning", "Failed", f"{action}: {outcome.error} ({when})")
+
+    def _write_conditions(self, ref: Ref, values: dict[str, CondValue]) -> None:
+        assert self._store is not None
+        for type_, value in values.items():
+            if self._written.get((ref, type_)) != value:
+                self._store.set_condition(ref, type_, value.status, value.reason, value.message)
+                self._written[(ref, type_)] = value
+
+    def _write_resource_status(self, ref: Ref, generation: str | None, observed: str | None) -> None:
+        assert self._store is not None
+        retry = self.backoff.get(ref)
+        next_retry = None
+        if retry is not None and retry.next_at is not None:
+            next_retry = time.time() + (retry.next_at - self._clock())
+        status = ResourceStatus(ref, generation, observed, retry.failures if retry else 0, next_retry,
+                                retry is not None and retry.next_at is None, retry.error if retry else None)
+        if self._status_written.get(ref) != replace(status, next_retry=None):
+            self._store.set_resource_status(status)
+            self._status_written[ref] = replace(status, next_retry=None)
+
+    def _report_problems(self, problems: tuple) -> None:
+        lines = tuple(str(p) for p in problems)
+        if lines != self._logged_problems:
+            for line in lines:
+                log.error("%s", line)
+            if lines:
+                log.error("%d manifest problems: the objects of those files are left as they are", len(lines))
+            self._logged_problems = lines

@@ -1,0 +1,266 @@
+"""The daemon against libvirt's test driver, in process: triggers, debouncing, healing,
+grace periods, backoff, conditions, suspension, stopping.
+
+The daemon runs in a thread with its own connection; the test changes the host
+through the `session` fixture's connection (another client, like virsh), which
+also keeps the test driver's in-memory host alive. Waits poll with a timeout
+and report what they last saw; nothing depends on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import errors
+from controller.adapter import Libvirt
+from controller.daemon import Daemon
+from controller.model import Kind, Ref
+from controller.observe import observe
+from controller.reconcile import Session
+from controller.state import StateStore
+from tests.testdriver import manifests as m
+
+WEB = Ref(Kind.VM, "t-web")
+
+
+def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        seen = probe()
+        if seen:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}")
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    thread: threading.Thread
+    specs: Path
+    session: Session
+    result: list[int]
+
+    def store(self) -> StateStore:
+        return self.session.store
+
+    def state(self, name: str = "t-web") -> str | None:
+        live = observe(self.session.client).objects.get(Ref(Kind.VM, name))
+        return live.state if live else None
+
+    def condition(self, ref: Ref, type_: str) -> tuple[bool, str] | None:
+        found = {c.type: c for c in self.store().conditions(ref)}
+        return (found[type_].status, found[type_].reason) if type_ in found else None
+
+    def events(self, ref: Ref) -> list[str]:
+        return [e.reason for e in self.store().events(ref)]
+
+    def passes_after(self, count: int) -> bool:
+        return self.daemon.passes > count
+
+
+@pytest.fixture
+def start_daemon(session: Session, write_manifests) -> Iterator[Callable[..., Running]]:  # type: ignore[no-untyped-def]
+    started: list[Running] = []
+
+    def start(files: dict[str, str], *, connect: Callable[[str], Libvirt] = Libvirt, **config: Any) -> Running:
+        specs = write_manifests(files)
+        settings = dict(debounce=0.1, delete_grace=1.0, resync_interval=60.0, backoff_base=0.2, backoff_max=2.0)
+        settings.update(config)
+        daemon = Daemon([str(specs)], replace(session.config, **settings), connect=connect)
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+        thread.start()
+        running = Running(daemon, thread, specs, session, result)
+        started.append(running)
+        wait_for("the first pass", lambda: daemon.passes >= 1)
+        return running
+
+    yield start
+    for running in started:
+        running.daemon.stop()
+        running.thread.join(timeout=10)
+
+
+def test_the_first_pass_converges_and_records_status(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    assert run.state() == "running"
+    assert run.condition(WEB, "Ready") == (True, "Converged")
+    assert run.condition(WEB, "Stalled") == (False, "Progressing")
+    assert "Created" in run.events(WEB)
+    status = run.store().resource_statuses()[WEB]
+    assert status.generation == status.observed_generation and status.retries == 0
+
+
+def test_a_manifest_edit_is_applied(start_daemon) -> None:
+    run = start_daemon(m.stack(restart="auto"))
+    (run.specs / "web.yaml").write_text(m.vm(memory="512MiB", restart="auto"))
+    wait_for("the new memory", lambda: observe(run.session.client).objects[WEB].spec.memory == 512 << 20)
+
+
+def test_out_of_band_destroy_is_healed_and_recorded_as_drift(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    run.session.client.destroy_domain("t-web")
+    wait_for("t-web running again", lambda: run.state() == "running")
+    wait_for("a Drifted event", lambda: "Drifted" in run.events(WEB))
+    wait_for("Drifted cleared", lambda: (run.condition(WEB, "Drifted") or (True,))[0] is False)
+    reasons = run.events(WEB)
+    assert reasons.index("Drifted") < len(reasons) - 1 - reasons[::-1].index("Started")
+
+
+def test_out_of_band_undefine_and_network_stop_are_healed(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    run.session.client.destroy_domain("t-web")
+    run.session.client.undefine_domain("t-web")
+    wait_for("t-web defined and running again", lambda: run.state() == "running")
+    run.session.client.destroy_network("t-lab")
+    wait_for("t-lab active again",
+             lambda: observe(run.session.client).objects[Ref(Kind.NETWORK, "t-lab")].state == "active")
+
+
+def test_unmanaged_objects_are_never_touched(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    run.session.client.destroy_domain("test")          # libvirt's own fixture domain: not ours
+    passes = run.daemon.passes
+    run.session.client.destroy_domain("t-web")          # ours: a pass follows
+    wait_for("t-web healed", lambda: run.state() == "running" and run.daemon.passes > passes)
+    assert run.state("test") == "shutoff"
+
+
+def test_an_invalid_manifest_leaves_its_objects_alone(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    (run.specs / "web.yaml").write_text(m.vm(memory="lots"))
+    wait_for("Ready false: ManifestInvalid", lambda: run.condition(WEB, "Ready") == (False, "ManifestInvalid"))
+    assert run.state() == "running", "the VM of a broken manifest is left exactly as it is"
+    run.session.client.destroy_domain("t-web")          # not even healed: held means held
+    time.sleep(0.3)
+    assert run.state() == "shutoff"
+    (run.specs / "web.yaml").write_text(m.vm(memory="256MiB"))
+    wait_for("converged again", lambda: run.state() == "running")
+
+
+def test_a_vanished_manifest_deletes_only_after_the_grace_period(start_daemon) -> None:
+    run = start_daemon(m.stack(), delete_grace=1.5)
+    (run.specs / "web.yaml").unlink()
+    wait_for("Ready false: ManifestMissing", lambda: run.condition(WEB, "Ready") == (False, "ManifestMissing"))
+    assert run.state() == "running"
+    wait_for("t-web deleted after the grace period", lambda: run.state() is None)
+
+
+@pytest.mark.parametrize("save", ["in_place", "atomic_rename", "vim_backup"])
+def test_editor_save_patterns_never_delete_and_are_applied(start_daemon, save: str) -> None:
+    run = start_daemon(m.stack(restart="auto"), delete_grace=5.0)
+    path = run.specs / "web.yaml"
+    new = m.vm(memory="384MiB", restart="auto")
+    if save == "in_place":
+        with open(path, "w") as handle:      # truncate, then write in two flushed halves
+            handle.write(new[: len(new) // 2])
+            handle.flush()
+            time.sleep(0.02)
+            handle.write(new[len(new) // 2:])
+    elif save == "atomic_rename":
+        tmp = run.specs / ".web.yaml.tmp"
+        tmp.write_text(new)
+        os.replace(tmp, path)
+    else:                                    # vim: rename the file away, write a new one, drop the backup
+        os.rename(path, run.specs / "web.yaml~")
+        time.sleep(0.05)
+        path.write_text(new)
+        os.unlink(run.specs / "web.yaml~")
+    wait_for("the new memory", lambda: observe(run.session.client).objects[WEB].spec.memory == 384 << 20)
+    assert "Deleted" not in run.events(WEB)
+
+
+class _FailingStart(Libvirt):
+    """Our adapter with one fault: starting t-web fails (the test driver starts anything)."""
+
+    transient = True
+    attempts: list[float] = []
+
+    def start_domain(self, name: str) -> None:
+        if name == "t-web":
+            type(self).attempts.append(time.monotonic())
+            error = errors.TransientFailure if self.transient else errors.InvalidForHost
+            raise error("cannot start: injected failure", code=9)
+        super().start_domain(name)
+
+
+def test_a_failing_resource_backs_off_without_blocking_the_others(start_daemon) -> None:
+    _FailingStart.attempts = []
+    run = start_daemon(m.stack(), connect=_FailingStart)
+    wait_for("three attempts", lambda: len(_FailingStart.attempts) >= 3, timeout=20)
+    gaps = [b - a for a, b in zip(_FailingStart.attempts, _FailingStart.attempts[1:], strict=False)]
+    assert gaps[1] > gaps[0] * 1.5, f"retries must back off exponentially, gaps were {gaps}"
+    assert observe(run.session.client).objects[Ref(Kind.NETWORK, "t-lab")].state == "active"
+    ready = run.condition(WEB, "Ready")
+    assert ready is not None and ready[0] is False
+    assert run.store().resource_statuses()[WEB].retries >= 2
+    assert "Failed" in run.events(WEB)
+
+
+def test_a_permanent_error_is_not_retried_until_the_manifest_changes(start_daemon) -> None:
+    class Permanent(_FailingStart):
+        transient = False
+
+    _FailingStart.attempts = []
+    run = start_daemon(m.stack(), connect=Permanent)
+    wait_for("Stalled", lambda: run.condition(WEB, "Stalled") == (True, "PermanentError"))
+    attempts = len(_FailingStart.attempts)
+    for _ in range(2):                                # passes (as from events or resyncs) do not retry it
+        passes = run.daemon.passes
+        run.daemon.triggers.poke("test: look again")
+        wait_for("another pass", lambda seen=passes: run.daemon.passes > seen)
+    assert len(_FailingStart.attempts) == attempts
+    (run.specs / "web.yaml").write_text(m.vm(memory="320MiB"))
+    wait_for("a new attempt after the manifest changed", lambda: len(_FailingStart.attempts) > attempts)
+
+
+def test_suspend_and_resume(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    run.store().suspend(WEB)
+    run.session.client.destroy_domain("t-web")
+    passes = run.daemon.passes
+    wait_for("a pass", lambda: run.daemon.passes > passes)
+    assert run.state() == "shutoff"
+    assert run.condition(WEB, "Ready") == (False, "Suspended")
+    run.store().resume(WEB)
+    run.daemon.triggers.poke("test: resumed")
+    wait_for("t-web running again", lambda: run.state() == "running")
+
+
+def test_stop_finishes_cleanly(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    run.daemon.stop()
+    run.thread.join(timeout=10)
+    assert not run.thread.is_alive() and run.result == [0]
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(session, write_manifests) -> None:
+    specs = write_manifests(m.stack())
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [sys.executable, "-m", "controller", "--connect", "test:///default", "--state-dir",
+           session.config.state_dir, "run", "-f", str(specs)]
+    first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert first.stderr is not None
+        wait_for("the first daemon's first pass", lambda: "create VirtualMachine/t-web" in first.stderr.readline())
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert second.returncode == 1
+        assert f"another iaasctl holds {session.config.state_dir}/lock (pid {first.pid})" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
