@@ -71,6 +71,18 @@ spec:
         hostname: web
 """
 
+# the test driver's own network, which iaasctl does not own
+THEIR_NETWORK = """\
+apiVersion: iaas/v1
+kind: Network
+metadata:
+  name: default
+spec:
+  mode: nat
+  ipv4:
+    cidr: 192.168.122.0/24
+"""
+
 
 def vm(memory: str = "256MiB", policy: str = "manual", power: str = "running") -> str:
     return f"""\
@@ -169,6 +181,9 @@ def main() -> None:
         step("apply", "-f", "lab/")
         step("get", "vm", "web")
 
+        say("delete: refused while the VM that stays uses it")
+        step("delete", "-f", "lab/network.yaml")
+
         say("prune: vm.yaml removed")
         (WORK / "lab" / "vm.yaml").unlink()
         step("plan", "-f", "lab/")
@@ -186,6 +201,11 @@ def main() -> None:
         say("delete")
         step("delete", "-f", "lab/")
         step("get", "pools")
+
+        say("delete: an object iaasctl does not own")
+        (WORK / "theirs").mkdir()
+        write("default-network.yaml", THEIR_NETWORK, WORK / "theirs")
+        step("delete", "-f", "theirs/")
     finally:
         keep.close()
 
