@@ -155,6 +155,9 @@ class _Builder:
     changes: list[Change] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    # What a new object takes over from an object this run prunes (a MAC, a subnet):
+    # if that delete does not happen after all, neither may the takeover.
+    borrowed: dict[Ref, dict[Ref, str]] = field(default_factory=dict)
 
     def is_owned(self, ref: Ref, live: Live) -> bool:
         return ref in self.owned or live.owner is not None
@@ -167,6 +170,7 @@ def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord],
         _plan_spec(b, spec)
     if policy.prune:
         _plan_deletes(b)
+    _settle_borrowed(b)
     changes = _with_dependencies(b.changes, desired, observed)
     return Plan(changes=tuple(changes), refusals=tuple(b.refusals), notes=tuple(b.notes))
 
@@ -329,8 +333,15 @@ def _fits_host(b: _Builder, spec: VMSpec) -> bool:
 def _macs_free(b: _Builder, spec: VMSpec) -> bool:
     """A MAC the manifest sets must not be on another domain of the host (libvirt
     accepts the duplicate; the network then breaks for both)."""
-    taken = {n.mac: ref for ref, live in b.observed.objects.items() if isinstance(live.spec, VMSpec)
-             and ref.name != spec.meta.name and not _leaving(b, ref, live) for n in live.spec.nics if n.mac}
+    taken = {}
+    for ref, live in b.observed.objects.items():
+        if isinstance(live.spec, VMSpec) and ref.name != spec.meta.name:
+            for nic in live.spec.nics:
+                if nic.mac and _leaving(b, ref, live):
+                    if any(n.mac == nic.mac for n in spec.nics):
+                        b.borrowed.setdefault(ref_of(spec), {})[ref] = f"MAC {nic.mac}"
+                elif nic.mac:
+                    taken[nic.mac] = ref
     clashes = [(i, n.mac, taken[n.mac]) for i, n in enumerate(spec.nics) if n.mac and n.mac in taken]
     for index, mac, other in clashes:
         b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where(f'spec.networks[{index}].mac')}: {mac} is "
@@ -344,7 +355,12 @@ def _address_space_free(b: _Builder, spec: NetworkSpec) -> bool:
     clashes = []
     for ref, live in sorted(b.observed.objects.items(), key=lambda item: item[0].sort_key):
         other = live.spec
-        if not isinstance(other, NetworkSpec) or ref.name == spec.meta.name or _leaving(b, ref, live):
+        if not isinstance(other, NetworkSpec) or ref.name == spec.meta.name:
+            continue
+        if _leaving(b, ref, live):
+            if spec.ipv4 and other.ipv4 and ipaddress.ip_network(spec.ipv4.cidr).overlaps(
+                    ipaddress.ip_network(other.ipv4.cidr)):
+                b.borrowed.setdefault(ref_of(spec), {})[ref] = f"subnet {other.ipv4.cidr}"
             continue
         if spec.ipv4 and other.ipv4 and ipaddress.ip_network(spec.ipv4.cidr).overlaps(
                 ipaddress.ip_network(other.ipv4.cidr)):
@@ -422,7 +438,12 @@ def _still_used(b: _Builder, candidates: list[Change]) -> list[Change]:
     network VMs are attached to, a pool holding volumes nobody deletes, the backing
     file of a clone. A VM whose new manifest drops the reference releases it (the
     delete then waits for that VM's update)."""
-    updating = {c.ref for c in b.changes}
+    # A VM lets go of a disk or NIC with its change only if it is not running after it,
+    # or restarts into the new definition; a manual-restart update only rewrites the
+    # definition, and the running VM keeps using the old devices.
+    updating = {c.ref for c in b.changes
+                if c.live is None or not c.live.running or c.restart
+                or (isinstance(c.spec, VMSpec) and c.spec.power == "stopped")}
     desired = b.desired.by_ref()
     kept = list(candidates)
     while True:
@@ -450,6 +471,20 @@ def _releases(spec: Spec | None, ref: Ref, changing: bool) -> bool:
     if ref.kind is Kind.NETWORK:
         return all(n.network != ref.name for n in spec.nics)
     return False
+
+
+def _settle_borrowed(b: _Builder) -> None:
+    """A new object that takes a MAC or subnet from an object this run was to prune
+    must not go ahead when that delete was refused (protected, still used, mass delete)."""
+    deleted = {c.ref for c in b.changes if c.action is Action.DELETE}
+    for ref, lenders in b.borrowed.items():
+        kept = {lender: what for lender, what in lenders.items() if lender not in deleted}
+        if not kept:
+            continue
+        b.changes = [c for c in b.changes if c.ref != ref]
+        for lender, what in kept.items():
+            b.refusals.append(Refusal(ref, f"{ref} would take over {what} from {lender}, which is not "
+                                           "deleted in this run"))
 
 
 def _in_scope(source: str, roots: tuple[str, ...]) -> bool:
@@ -485,8 +520,9 @@ def _users_of(ref: Ref, observed: Observed) -> list[Ref]:
     network), the clones backed by it (a volume)."""
     users = []
     for other, live in observed.objects.items():
-        spec = live.spec
-        if isinstance(spec, VMSpec):
+        for spec in (live.spec, live.live):   # the definition, and what a running VM really uses
+            if not isinstance(spec, VMSpec):
+                continue
             if ref.kind is Kind.VOLUME and any(d.volume == ref.name for d in spec.disks):
                 users.append(other)
             elif ref.kind is Kind.NETWORK and any(n.network == ref.name for n in spec.nics):

@@ -15,7 +15,7 @@ from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, PlanChanged, Problem
 from controller.execute import Outcome, Progress, execute
-from controller.execute.steps import StepContext, record_spec, spec_hash
+from controller.execute.steps import StepContext, record_spec, source_path, spec_hash
 from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan
@@ -89,7 +89,8 @@ class Session:
             live = observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
             record = owned.get(ref)
             marked = live is not None and live.owner is not None
-            if (record is not None or marked) and (record is None or record.spec_hash != spec_hash(spec)):
+            stale = record is None or record.spec_hash != spec_hash(spec) or record.source != source_path(spec)
+            if (record is not None or marked) and stale:   # new values, or moved to another file
                 record_spec(self.store, spec, live.uuid if live else None)
 
     def plan(self, desired: Desired, *, policy: Policy) -> tuple[Plan, Observed]:
@@ -156,7 +157,7 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     full, observed = session.plan(desired, policy=policy)
     the_plan, waiting = full.without(held)
     if shown is not None and the_plan.summary() != shown.summary():
-        raise PlanChanged("the host changed since the plan was shown; nothing was changed, run apply again")
+        raise PlanChanged("the host changed since the plan was shown; nothing was changed, run the command again")
     if the_plan.empty:
         session.sync_records(desired, observed)
         return ApplyResult(the_plan, [], the_plan, full, waiting, observed)

@@ -213,9 +213,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
             live = observed.objects.get(ref)
             if live is not None and ref not in owned and live.owner is None:
                 print(f"skipped {ref}: not managed by iaasctl", file=sys.stderr)
-        output.print_plan(preview)
         if preview.empty and not preview.refusals:
+            print("Nothing to delete: none of the declared objects is on the host and managed by iaasctl.")
             return EXIT_OK
+        output.print_plan(preview)
+        if preview.empty:   # only refusals, printed with the plan
+            return EXIT_ERROR
         if not args.yes and sys.stdin.isatty() and not _confirm("Delete these objects?"):
             print("Cancelled; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
@@ -226,9 +229,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         return EXIT_OK
     for outcome in result.failed:
         print(f"failed: {outcome.change.ref}: {outcome.error}", file=sys.stderr)
-    for refusal in result.remaining.refusals:
-        print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
-    return EXIT_ERROR
+    return EXIT_ERROR   # refusals were printed with the plan
 
 
 def _confirm(question: str = "Some changes restart or destroy objects. Apply?") -> bool:

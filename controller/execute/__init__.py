@@ -37,23 +37,31 @@ Progress = Callable[[Change, "Outcome | None"], None]  # called with None when a
 def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 4, progress: Progress | None = None) -> list[Outcome]:
     # A delete that waits for another kind of change (a VM letting go of a disk) runs
     # with the second phase, after that change.
-    deleting = {c.ref for c in plan.changes if c.action is Action.DELETE}
-    deletes = [c for c in plan.changes
-               if c.action is Action.DELETE and all(d in deleting for d in c.depends_on)]
-    first = {c.ref for c in deletes}
-    others = [c for c in plan.changes if c.ref not in first]
+    later = {c.ref for c in plan.changes if c.action is not Action.DELETE}
+    grew = True
+    while grew:   # ...and so does every delete that waits for one of those, transitively
+        grew = False
+        for change in plan.changes:
+            if change.ref not in later and any(d in later for d in change.depends_on):
+                later.add(change.ref)
+                grew = True
+    deletes = [c for c in plan.changes if c.ref not in later]
+    others = [c for c in plan.changes if c.ref in later]
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="iaasctl-exec") as pool:
+        done: dict[Ref, Outcome] = {}
         for phase in (deletes, others):
-            outcomes += _run_phase(phase, ctx, pool, progress)
+            outcomes += _run_phase(phase, ctx, pool, progress, done)
     return outcomes
 
 
 def _run_phase(
-    changes: list[Change], ctx: StepContext, pool: ThreadPoolExecutor, progress: Progress | None
+    changes: list[Change], ctx: StepContext, pool: ThreadPoolExecutor, progress: Progress | None,
+    done: dict[Ref, Outcome],
 ) -> list[Outcome]:
+    """Run one phase; `done` holds the outcomes of earlier phases (a change of this phase
+    may wait for one of those) and receives this phase's."""
     pending = {c.ref: c for c in changes}
-    done: dict[Ref, Outcome] = {}
     running: dict[Future[Outcome], Change] = {}
     while pending or running:
         for ref, change in list(pending.items()):

@@ -418,3 +418,17 @@ def test_a_crash_between_creating_a_volume_and_recording_it_is_recovered(session
     result = run(session, root)
     assert result.plan.empty and result.converged
     assert sorted(name for (pool, name) in observe(session.client).volumes if pool == "t-images") == ["t-base"]
+
+
+def test_deletes_that_wait_for_a_vm_to_let_go_run_after_it_in_order(session, write_manifests) -> None:
+    """The stopped VM drops its disk while the disk, its base and the pool leave the
+    manifests: the disk is deleted after the VM's update, then its base, then the pool."""
+    root = write_manifests(m.stack(power="stopped"))
+    run(session, root)
+    (root / "volumes.yaml").unlink()
+    (root / "pool.yaml").unlink()
+    write_manifests({"web.yaml": m.vm(power="stopped").replace("  disks:\n    - volume: t-web-root\n", "")})
+    result = run(session, root, allow_mass_delete=True)
+    assert result.converged, [(str(o.change.ref), o.error) for o in result.outcomes if not o.ok]
+    assert "t-images" not in live_names(session, Kind.POOL)
+    assert live_names(session, Kind.VOLUME).isdisjoint({"t-base", "t-web-root"})
