@@ -6,7 +6,7 @@
     ├── LockHeld             another controller holds the state directory
     ├── PlanChanged          the host changed between the plan shown and the apply
     └── LibvirtFailure       a libvirt call failed; the adapter maps libvirt error codes here
-        ├── NotFound
+        ├── NotFound          gone meanwhile (a race with another client): transient
         ├── AlreadyExists
         ├── OperationInvalid  e.g. "domain is not running": usually already in the wanted state
         ├── Disconnected      the connection is gone or hung: transient, reconnect and retry
@@ -68,7 +68,9 @@ class LibvirtFailure(IaasError):
 
 
 class NotFound(LibvirtFailure):
-    pass
+    """Gone between the look and the act (someone else's undefine): look again soon."""
+
+    transient = True
 
 
 class AlreadyExists(LibvirtFailure):

@@ -33,6 +33,7 @@ class Live:
     owner: OwnerMark | None = None      # ownership marker found inside the object
     live: VMSpec | None = None          # VMs: the running definition
     path: str | None = None             # volumes: file path
+    persistent: bool = True             # False: a running domain someone undefined (transient)
 
     @property
     def running(self) -> bool:
@@ -86,6 +87,6 @@ def observe(client: Libvirt) -> Observed:
         ref = Ref(Kind.VM, dom.name)
         objects[ref] = Live(
             ref, config, dom.state, uuid=dom.uuid,
-            owner=get_owner(ET.fromstring(dom.config_xml)), live=live_spec,
+            owner=get_owner(ET.fromstring(dom.config_xml)), live=live_spec, persistent=dom.persistent,
         )
     return Observed(host=client.host(), objects=objects, volumes=volumes)

@@ -281,6 +281,10 @@ def _plan_vm(b: _Builder, spec: Spec, live: Live, adopt: bool) -> None:
     assert isinstance(spec, VMSpec) and isinstance(live.spec, VMSpec)
     ref = ref_of(spec)
     diffs = vm_kind.diff(spec, live.spec)
+    if not live.persistent:
+        # Undefined while running: it vanishes at its next stop. Defining it again is
+        # not disruptive (the running VM goes on).
+        diffs.append(FieldDiff("status", "transient", "defined", UpdateMode.LIVE))
     running = live.running
     pending = vm_kind.restart_pending(live.spec, live.live) if running and live.live else []
     needs_restart = running and spec.power == "running" and (

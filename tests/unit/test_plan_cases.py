@@ -62,7 +62,8 @@ def observed_from(case: dict[str, Any], specs: tuple[Spec, ...], *, desired_file
             if state == "running":
                 overrides = {k: parse_size(v) if k == "memory" else v for k, v in (fact.get("running") or {}).items()}
                 running = dataclasses.replace(spec, **overrides)
-            live = Live(ref, spec, state, uuid="00000000-0000-0000-0000-000000000001", owner=owner, live=running)
+            live = Live(ref, spec, state, uuid="00000000-0000-0000-0000-000000000001", owner=owner, live=running,
+                        persistent=fact.get("persistent", True))
         else:
             live = Live(ref, spec, fact.get("state", "active"), owner=owner)
         objects[ref] = live
