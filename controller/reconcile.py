@@ -84,6 +84,10 @@ class Session:
         unchanged object must count at once, and an object known only by its owner
         marker (a lost state file) is recorded again."""
         owned = self.store.owned()
+        wanted = desired.by_ref()
+        for ref in owned:
+            if ref not in wanted and ref not in observed.objects:
+                self.store.forget(ref)   # gone from manifests and host (a delete cut short by a crash)
         for spec in desired.specs:
             ref = ref_of(spec)
             live = observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)

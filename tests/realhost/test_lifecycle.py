@@ -3,7 +3,9 @@ network with a static DHCP host, and a VM that boots the test guest and gets its
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import libvirt
@@ -267,3 +269,40 @@ spec:
         conn.close()
     host.iaasctl("delete", "-f", str(host.specs), "--yes", check=0)
     host.iaasctl("get", "vms", check=0)
+
+
+def test_apply_killed_at_any_step_converges_on_the_next_run(host: Host) -> None:
+    """SIGKILL the apply after its first, second, ... completed step: the next apply
+    finishes the job with no duplicate, no orphan and no conflict (the journal)."""
+    BASE_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(BASE_IMAGE), "32M"], check=True)
+    BASE_IMAGE.chmod(0o644)
+    host.write("storage.yaml", storage(data="16MiB"))
+    host.write("network.yaml", NETWORK)
+    host.write("vm.yaml", vm())
+    env = dict(os.environ, IAASCTL_DOMAIN_TYPE="qemu")
+    for steps in (1, 3, 5):
+        cmd = [sys.executable, "-m", "controller", "--connect", URI, "--state-dir", str(host.state),
+               "apply", "-f", str(host.specs), "--yes", "--parallelism", "1"]
+        child = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        assert child.stderr is not None
+        done = 0
+        for line in child.stderr:
+            done += line.lstrip().startswith("ok ")
+            if done == steps:
+                child.kill()
+                break
+        child.wait(timeout=60)
+        rerun = host.iaasctl("apply", "-f", str(host.specs), "--yes", check=0)
+        assert "not managed by iaasctl" not in rerun.stdout + rerun.stderr
+        host.iaasctl("plan", "-f", str(host.specs), check=0)
+        conn = libvirt.open(URI)
+        try:
+            pool = conn.storagePoolLookupByName(f"{PREFIX}pool")
+            pool.refresh(0)
+            assert sorted(v.name() for v in pool.listAllVolumes(0)) == sorted(
+                f"{PREFIX}{n}" for n in ("base", "root", "from-file", "data"))
+            assert [d.name() for d in conn.listAllDomains(0) if d.name().startswith(PREFIX)] == [f"{PREFIX}vm"]
+        finally:
+            conn.close()
+        host.iaasctl("delete", "-f", str(host.specs), "--yes", check=0)

@@ -432,3 +432,27 @@ def test_deletes_that_wait_for_a_vm_to_let_go_run_after_it_in_order(session, wri
     assert result.converged, [(str(o.change.ref), o.error) for o in result.outcomes if not o.ok]
     assert "t-images" not in live_names(session, Kind.POOL)
     assert live_names(session, Kind.VOLUME).isdisjoint({"t-base", "t-web-root"})
+
+
+class _CrashAfterUndefine(Libvirt):
+    def undefine_domain(self, name: str) -> None:
+        super().undefine_domain(name)
+        raise _Crash(name)
+
+
+def test_a_crash_in_the_middle_of_a_delete_is_finished(session, write_manifests) -> None:
+    root = write_manifests(m.stack())
+    run(session, root)
+    (root / "web.yaml").unlink()
+    crashing = Session(session.config, _CrashAfterUndefine(session.config.connect), session.store)
+    try:
+        with pytest.raises(_Crash):
+            run(crashing, root)
+    finally:
+        crashing.client.close()
+    assert Ref(Kind.VM, "t-web") in session.store.owned(), "the crash came before the record was dropped"
+    session.recover()
+    result = run(session, root)
+    assert result.converged
+    assert Ref(Kind.VM, "t-web") not in session.store.owned()
+    assert live_names(session, Kind.VM) == {"test"}
