@@ -264,3 +264,61 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(session, write_manifes
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def test_suspend_resume_and_reconcile_reach_a_running_daemon(session, write_manifests) -> None:
+    """The commands write to the state store and wake the daemon (SIGUSR1); what the
+    daemon then records is visible in the same store."""
+    specs = write_manifests(m.stack())
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    base = [sys.executable, "-m", "controller", "--connect", "test:///default", "--state-dir",
+            session.config.state_dir]
+    daemon = subprocess.Popen([*base, "run", "-f", str(specs)], env=env, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL)
+    store = session.store
+
+    def ready() -> tuple[bool, str] | None:
+        found = {c.type: c for c in store.conditions(WEB)}
+        return (found["Ready"].status, found["Ready"].reason) if "Ready" in found else None
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout
+
+    try:
+        wait_for("t-web ready under the daemon", lambda: ready() == (True, "Converged"))
+        assert f"told the daemon (pid {daemon.pid})" in cli("suspend", "vm", "t-web")
+        wait_for("Ready false: Suspended", lambda: ready() == (False, "Suspended"))
+        cli("resume", "vm", "t-web")
+        wait_for("Ready again", lambda: ready() == (True, "Converged"))
+        assert f"reconcile requested for VirtualMachine/t-web; told the daemon (pid {daemon.pid})" in cli(
+            "reconcile", "vm", "t-web")
+        assert "Created" in cli("events", "vm", "t-web")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+
+
+def test_the_controllers_own_changes_do_not_cause_a_storm(start_daemon) -> None:
+    """Creating five objects makes libvirt send a burst of events back; they coalesce
+    into at most one more (quiet) pass, and then the daemon sleeps."""
+    run = start_daemon(m.stack())
+    wait_for("the follow-up pass", lambda: run.daemon.passes >= 2)
+    settled = run.daemon.passes
+    time.sleep(1.0)
+    assert run.daemon.passes == settled <= 3
+    mutations_before = run.daemon._session.client.mutations if run.daemon._session else 0
+    run.daemon.triggers.poke("test: look again")
+    wait_for("one more pass", lambda: run.daemon.passes > settled)
+    assert run.daemon._session is not None and run.daemon._session.client.mutations == mutations_before
+
+
+def test_a_global_suspension_stops_every_pass(start_daemon) -> None:
+    run = start_daemon(m.stack())
+    run.store().suspend(None)
+    run.session.client.destroy_domain("t-web")
+    time.sleep(0.5)
+    assert run.state() == "shutoff"
+    run.store().resume(None)
+    run.daemon.triggers.poke("test: resumed")
+    wait_for("t-web running again", lambda: run.state() == "running")

@@ -84,3 +84,27 @@ def test_the_lock_is_free_as_soon_as_its_holder_is_killed(tmp_path: Path) -> Non
         child.wait()
     with exclusive(tmp_path):
         pass
+
+
+def test_events_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("controller.state.status.EVENTS_KEPT", 5)
+    store = StateStore(tmp_path)
+    ref = Ref(Kind.VM, "web")
+    for i in range(12):
+        store.add_event(ref, "Normal", "Started", f"number {i}")
+    assert [e.message for e in store.events(ref)] == [f"number {i}" for i in range(7, 12)]
+    store.close()
+
+
+def test_conditions_keep_their_transition_time_until_they_flip(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    ref = Ref(Kind.VM, "web")
+    assert store.set_condition(ref, "Ready", True, "Converged", "ok")
+    (first,) = store.conditions(ref)
+    assert not store.set_condition(ref, "Ready", True, "Converged", "still ok")
+    (same,) = store.conditions(ref)
+    assert same.since == first.since and same.message == "still ok"
+    assert store.set_condition(ref, "Ready", False, "Failed", "boom")
+    (flipped,) = store.conditions(ref)
+    assert flipped.since >= first.since and (flipped.status, flipped.reason) == (False, "Failed")
+    store.close()
