@@ -279,6 +279,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return control.cmd_run(args, _config(args))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    return control.cmd_status(args, _config(args))
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     return control.cmd_events(args, _config(args))
 
@@ -295,6 +299,7 @@ _COMMANDS = {
     "get": cmd_get,
     "describe": cmd_describe,
     "run": cmd_run,
+    "status": cmd_status,
     "events": cmd_events,
     "reconcile": cmd_control,
     "suspend": cmd_control,

@@ -28,6 +28,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-prune", dest="prune", action="store_false")
     p.add_argument("-v", "--verbose", action="store_true", help="log every pass, not only actions")
 
+    p = sub.add_parser("status", help="is a daemon running on this state directory, connected, converged")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+
     p = sub.add_parser("events", help="what happened to objects (newest last)")
     p.add_argument("kind", nargs="?")
     p.add_argument("name", nargs="?")
@@ -76,6 +79,38 @@ def cmd_events(args: argparse.Namespace, config: Config) -> int:
     else:
         output.dump(rows, args.output)
     return 0
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    """The daemon's own state, from the store; 0 when a daemon runs, connected."""
+    from controller.cli import output
+    from controller.state import StateStore, lock_holder
+
+    store = StateStore(config.state_dir)
+    try:
+        state = store.daemon_state()
+    finally:
+        store.close()
+    pid = lock_holder(config.state_dir)
+    state["running"] = pid is not None
+    if pid is not None:
+        state["pid"] = pid
+    for key in ("started", "stopped", "since", "last_pass"):
+        value = state.get(key)
+        if isinstance(value, float):
+            state[key] = _when(value)
+    if args.output != "text":
+        output.dump(state, args.output)
+    elif pid is None:
+        print(f"no daemon running on {config.state_dir}")
+    else:
+        link = "connected to" if state.get("connected") else "DISCONNECTED from"
+        paths = state.get("paths")
+        watching = ", ".join(map(str, paths)) if isinstance(paths, list) else "?"
+        print(f"daemon pid {pid}, {link} {state.get('uri')}, watching {watching}")
+        print(f"last pass {state.get('last_pass', 'never')}: "
+              f"{'converged' if state.get('converged') else 'not converged'} ({state.get('passes', 0)} passes)")
+    return 0 if pid is not None and state.get("connected") else 1
 
 
 def cmd_control(args: argparse.Namespace, config: Config) -> int:

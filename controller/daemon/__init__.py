@@ -15,6 +15,7 @@ none are needed, as every pass looks at the whole host.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,8 @@ class Daemon:
     def run(self) -> int:
         with exclusive(self.config.state_dir):
             self._store = StateStore(self.config.state_dir)
+            self._store.set_daemon_state(pid=os.getpid(), uri=self.config.connect, paths=self.paths,
+                                         started=time.time(), connected=False, running=True)
             start_event_loop()
             watch = FileWatch(self.paths, self.triggers, debounce=self.config.debounce)
             watch.start()
@@ -86,6 +89,7 @@ class Daemon:
                 watch.stop()
                 if self._subscription is not None:
                     self._subscription.close()
+                self._store.set_daemon_state(running=False, connected=False, stopped=time.time())
                 self._store.close()
         log.info("stopped")
         return 0
@@ -136,6 +140,7 @@ class Daemon:
         self._session = Session(self.config, client, self._store)
         self._subscription = subscription
         self._connected = True
+        self._store.set_daemon_state(connected=True, since=time.time())
         self._reconnect_delay = 1.0
         for line in self._session.recover():
             log.info("%s", line)
@@ -145,6 +150,8 @@ class Daemon:
         """libvirt's close callback (event thread): note it and wake the loop."""
         if self._connected:
             log.warning("libvirt connection closed (%s): host disconnected", reason)
+            if self._store is not None:
+                self._store.set_daemon_state(connected=False, since=time.time(), reason=reason)
         self._connected = False
         self.triggers.poke("disconnected")
 
@@ -162,6 +169,7 @@ class Daemon:
         everything, suspended = store.suspended()
         if everything:
             log.info("pass skipped: reconciliation is suspended (iaasctl resume)")
+            self.passes += 1
             return
         owned = store.owned()
         loaded = load_tolerant(self.paths, owned)
@@ -181,7 +189,6 @@ class Daemon:
         except errors.LibvirtFailure as exc:
             log.warning("pass failed: %s", exc)
             return
-        self.passes += 1
         drifted = self._drift(result, owned, generations)
         self._record(result, generations)
         failing = {o.change.ref for o in result.outcomes if not o.ok}
@@ -198,6 +205,8 @@ class Daemon:
         for ref in refs:
             record = records.get(ref)
             self._write_resource_status(ref, generations.get(ref), record.spec_hash if record else None)
+        self.passes += 1   # last: a pass counts once everything it means is recorded
+        store.set_daemon_state(last_pass=time.time(), converged=result.converged, passes=self.passes)
 
     def backoff_refs(self) -> list[Ref]:
         return [ref for ref, _ in self.backoff.items()]

@@ -3,6 +3,7 @@ and requests for an immediate reconcile (written by the CLI, read by the daemon)
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ CREATE TABLE IF NOT EXISTS suspended (
 );
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, name TEXT, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daemon (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL
 );
 """
 
@@ -95,3 +99,17 @@ class Control(StoreCore):
             rows = db.execute("SELECT kind, name FROM requests ORDER BY id").fetchall()
             db.execute("DELETE FROM requests")
         return [Ref(Kind(k), n) if k else None for k, n in rows]
+
+    # -- the daemon's own state ------------------------------------------------------------
+
+    def set_daemon_state(self, **values: object) -> None:
+        """What `iaasctl status` shows: pid, uri, connected, last pass and its result."""
+        with self._write() as db:
+            db.executemany("INSERT INTO daemon (key, value) VALUES (?, ?)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           [(k, json.dumps(v)) for k, v in values.items()])
+
+    def daemon_state(self) -> dict[str, object]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM daemon").fetchall()
+        return {k: json.loads(v) for k, v in rows}

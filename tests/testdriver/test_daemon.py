@@ -45,6 +45,13 @@ def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 15.0) -> A
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}")
 
 
+def settle(run: Running) -> None:
+    """Wait until a pass that started after this call has finished."""
+    passes = run.daemon.passes
+    run.daemon.triggers.poke("test: settle")
+    wait_for("a pass after the change", lambda: run.daemon.passes > passes)
+
+
 @dataclass
 class Running:
     daemon: Daemon
@@ -230,6 +237,7 @@ def test_a_permanent_error_is_not_retried_until_the_manifest_changes(start_daemo
 def test_suspend_and_resume(start_daemon) -> None:
     run = start_daemon(m.stack())
     run.store().suspend(WEB)
+    settle(run)                 # a pass that began before the suspension must not race the destroy
     run.session.client.destroy_domain("t-web")
     passes = run.daemon.passes
     wait_for("a pass", lambda: run.daemon.passes > passes)
@@ -294,6 +302,8 @@ def test_suspend_resume_and_reconcile_reach_a_running_daemon(session, write_mani
         assert f"reconcile requested for VirtualMachine/t-web; told the daemon (pid {daemon.pid})" in cli(
             "reconcile", "vm", "t-web")
         assert "Created" in cli("events", "vm", "t-web")
+        status = cli("status")
+        assert f"daemon pid {daemon.pid}, connected to test:///default" in status and "converged" in status
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
@@ -316,6 +326,7 @@ def test_the_controllers_own_changes_do_not_cause_a_storm(start_daemon) -> None:
 def test_a_global_suspension_stops_every_pass(start_daemon) -> None:
     run = start_daemon(m.stack())
     run.store().suspend(None)
+    settle(run)
     run.session.client.destroy_domain("t-web")
     time.sleep(0.5)
     assert run.state() == "shutoff"
