@@ -171,7 +171,7 @@ def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord],
     if policy.prune:
         _plan_deletes(b)
     _settle_borrowed(b)
-    changes = _with_dependencies(b.changes, desired, observed)
+    changes = _with_dependencies(b.changes, desired, observed, b.borrowed)
     return Plan(changes=tuple(changes), refusals=tuple(b.refusals), notes=tuple(b.notes))
 
 
@@ -502,9 +502,11 @@ def _in_scope(source: str, roots: tuple[str, ...]) -> bool:
 # -- ordering ---------------------------------------------------------------------------
 
 
-def _with_dependencies(changes: list[Change], desired: Desired, observed: Observed) -> list[Change]:
+def _with_dependencies(changes: list[Change], desired: Desired, observed: Observed,
+                       borrowed: Mapping[Ref, Mapping[Ref, str]]) -> list[Change]:
     """Attach to each change the changes it must wait for: a VM waits for its new volumes
-    and networks; a deleted volume waits for the deletion of the VMs that use it."""
+    and networks, and for the delete of an object whose MAC or subnet it takes over; a
+    deleted volume waits for the deletion of the VMs that use it."""
     planned = {c.ref for c in changes}
     deleted = {c.ref for c in changes if c.action is Action.DELETE}
     out = []
@@ -515,6 +517,7 @@ def _with_dependencies(changes: list[Change], desired: Desired, observed: Observ
         else:
             assert change.spec is not None
             deps = tuple(r for r in dependencies(change.spec) if r in planned and r not in deleted)
+            deps += tuple(r for r in borrowed.get(change.ref, {}) if r in deleted)
         out.append(replace(change, depends_on=deps))
     return out
 

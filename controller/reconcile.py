@@ -78,11 +78,13 @@ class Session:
             self.store.journal_end(entry.id)
         return lines
 
-    def sync_records(self, desired: Desired, observed: Observed) -> None:
+    def sync_records(self, desired: Desired, observed: Observed, *, unsettled: frozenset[Ref] = frozenset()
+                     ) -> None:
         """Bring the store's records of owned objects up to date with their manifests
         where libvirt has nothing to change: a `protect: true` or a label added to an
         unchanged object must count at once, and an object known only by its owner
-        marker (a lost state file) is recorded again."""
+        marker (a lost state file) is recorded again. `unsettled` objects (held, failed,
+        still differing) keep their record: it says what was last really applied."""
         owned = self.store.owned()
         wanted = desired.by_ref()
         for ref in owned:
@@ -90,6 +92,8 @@ class Session:
                 self.store.forget(ref)   # gone from manifests and host (a delete cut short by a crash)
         for spec in desired.specs:
             ref = ref_of(spec)
+            if ref in unsettled:
+                continue
             live = observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
             record = owned.get(ref)
             marked = live is not None and live.owner is not None
@@ -163,7 +167,7 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     if shown is not None and the_plan.summary() != shown.summary():
         raise PlanChanged("the host changed since the plan was shown; nothing was changed, run the command again")
     if the_plan.empty:
-        session.sync_records(desired, observed)
+        session.sync_records(desired, observed, unsettled=_unsettled(full, held | waiting))
         return ApplyResult(the_plan, [], the_plan, full, waiting, observed)
     run_id = session.store.begin_run(command)
     ctx = StepContext(
@@ -178,10 +182,17 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
                                     ok=outcome.ok, error=outcome.error)
     after_full, after = session.plan(desired, policy=policy)
     remaining, _ = after_full.without(held | waiting)
-    session.sync_records(desired, after)
+    failed = frozenset(o.change.ref for o in outcomes if not o.ok)
+    session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | failed))
     result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after)
     session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary={
         "changes": len(the_plan.changes), "failed": len(result.failed),
         "refused": len(the_plan.refusals), "remaining": len(remaining.changes),
     })
     return result
+
+
+def _unsettled(plan: Plan, held: frozenset[Ref]) -> frozenset[Ref]:
+    """Objects whose record must not move to the manifest's spec: held, failed, refused
+    or still with changes to make."""
+    return held | {c.ref for c in plan.changes} | {r.ref for r in plan.refusals}

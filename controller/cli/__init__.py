@@ -170,7 +170,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         output.print_plan(preview)
         if preview.empty and not preview.refusals:
-            session.sync_records(desired, observed)
+            session.sync_records(desired, observed, unsettled=suspended)
             return EXIT_OK
         destructive = any(c.disruption in (Disruption.DESTRUCTIVE, Disruption.RESTART) for c in preview.changes)
         if destructive and not args.yes and sys.stdin.isatty() and not _confirm():

@@ -52,6 +52,9 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        raise errors.ConfigError(f"{', '.join(missing)}: no such file or directory")
     daemon = Daemon(args.paths, config, policy=policy)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
@@ -64,14 +67,12 @@ def cmd_events(args: argparse.Namespace, config: Config) -> int:
     from controller.state import StateStore
 
     ref = _ref(args.kind, args.name) if args.kind and args.name else None
+    kind = parse_kind(args.kind) if args.kind else None
     store = StateStore(config.state_dir)
     try:
-        found = store.events(ref, limit=args.limit)
+        found = store.events(ref, kind=kind, limit=args.limit)
     finally:
         store.close()
-    if args.kind and not args.name:
-        kind = parse_kind(args.kind)
-        found = [e for e in found if e.ref.kind is kind]
     rows = [{"time": _when(e.at), "type": e.type, "reason": e.reason, "object": str(e.ref), "message": e.message}
             for e in found]
     if args.output == "table":

@@ -172,7 +172,7 @@ class Daemon:
             self.passes += 1
             return
         owned = store.owned()
-        loaded = load_tolerant(self.paths, owned)
+        loaded = load_tolerant(self.paths, owned, state_dir=self.config.state_dir)
         self._report_problems(loaded.problems)
         generations = {ref_of(s): spec_hash(s) for s in loaded.desired.specs}
         in_grace = self.grace.held(loaded.desired, owned)
@@ -186,8 +186,11 @@ class Daemon:
         except errors.Disconnected as exc:
             self._closed(str(exc))
             return
-        except errors.LibvirtFailure as exc:
+        except errors.IaasError as exc:
             log.warning("pass failed: %s", exc)
+            return
+        except Exception:   # a bug must not take the controller down: log it, the next trigger retries
+            log.exception("pass failed unexpectedly")
             return
         drifted = self._drift(result, owned, generations)
         self._record(result, generations)
@@ -195,11 +198,15 @@ class Daemon:
         for ref in retried - failing:       # due, and nothing failed: settled (or nothing to do any more)
             self.backoff.succeeded(ref)
         facts = PassFacts(result, suspended, loaded.held, in_grace, dict(self.backoff.items()), drifted)
-        refs = set(generations) | {c.ref for c in result.full.changes} | set(self.backoff_refs())
+        deleted = {o.change.ref for o in result.outcomes if o.change.action is Action.DELETE and o.ok}
+        refs = (set(generations) | {c.ref for c in result.full.changes} | set(self.backoff_refs())
+                | loaded.held | in_grace)
+        for ref in deleted:
+            store.forget_status(ref)
+            self._written = {k: v for k, v in self._written.items() if k[0] != ref}
+            self._status_written.pop(ref, None)
+        refs -= deleted
         for ref in sorted(refs, key=lambda r: r.sort_key):
-            if any(o.change.ref == ref and o.change.action is Action.DELETE and o.ok for o in result.outcomes):
-                store.forget_status(ref)
-                continue
             self._write_conditions(ref, conditions(ref, facts))
         records = store.owned()
         for ref in refs:
@@ -225,16 +232,19 @@ class Daemon:
         """Changes to owned objects whose manifests did not change since they were last
         applied: someone changed the host behind the controller's back."""
         drifted = {}
-        for change in result.full.changes:
+        outcomes = {o.change.ref: o for o in result.outcomes}
+        for change in result.plan.changes:
             record = owned.get(change.ref)
             if change.action is Action.DELETE or record is None or record.spec_hash != generations.get(change.ref):
                 continue
             what = (", ".join(f"{f.path}: {f.old} -> {f.new}" for f in change.fields)
                     if change.action is not Action.CREATE else "the object is gone")
             drifted[change.ref] = what
+            outcome = outcomes.get(change.ref)
+            fixed = "put back" if outcome is not None and outcome.ok else "not put back yet"
             assert self._store is not None
-            self._store.add_event(change.ref, "Warning", "Drifted", f"changed outside iaasctl: {what}")
-            log.warning("drift %s: %s", change.ref, what)
+            self._store.add_event(change.ref, "Warning", "Drifted", f"changed outside iaasctl: {what} ({fixed})")
+            log.warning("drift %s: %s (%s)", change.ref, what, fixed)
         return drifted
 
     def _record(self, result: ApplyResult, generations: dict[Ref, str]) -> None:
@@ -278,5 +288,6 @@ class Daemon:
             for line in lines:
                 log.error("%s", line)
             if lines:
-                log.error("%d manifest problems: the objects of those files are left as they are", len(lines))
+                noun = "problem" if len(lines) == 1 else "problems"
+                log.error("%d manifest %s: the objects of those files are left as they are", len(lines), noun)
             self._logged_problems = lines

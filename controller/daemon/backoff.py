@@ -1,6 +1,7 @@
 """Per-resource retry decisions, as a workqueue's rate limiter makes them.
 
-A transient failure (libvirt busy, connection lost, out of space) is retried after
+A transient failure (libvirt busy or timing out, the connection lost, an object
+gone in a race with another client) is retried after
 base * 2^(n-1) seconds, capped; a permanent one (the host refuses the definition)
 is not retried until the manifest changes, i.e. until the resource's generation
 (spec hash) differs from the one that failed. Success forgets the history. Time

@@ -19,6 +19,7 @@ from controller.errors import ManifestInvalid, Problem
 from controller.manifest import load
 from controller.manifest.files import read_all
 from controller.model import Desired, OwnedRecord, Ref, Spec, dependencies, ref_of
+from controller.reconcile import paths_outside
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,14 @@ class Loaded:
     problems: tuple[Problem, ...] = ()
 
 
-def load_tolerant(paths: Sequence[str], owned: dict[Ref, OwnedRecord]) -> Loaded:
+def load_tolerant(paths: Sequence[str], owned: dict[Ref, OwnedRecord], *, state_dir: str) -> Loaded:
     roots = tuple(os.path.realpath(p) for p in paths)
     try:
-        return Loaded(Desired(load(list(paths)).specs, roots), frozenset())
+        desired = Desired(load(list(paths)).specs, roots)
+        outside = paths_outside(desired, state_dir)
+        if not outside:
+            return Loaded(desired, frozenset())
+        raise ManifestInvalid(outside)
     except ManifestInvalid as exc:
         problems = tuple(exc.problems)
     bad = {os.path.realpath(p.file) for p in problems}
@@ -42,6 +47,9 @@ def load_tolerant(paths: Sequence[str], owned: dict[Ref, OwnedRecord]) -> Loaded
             break
         try:
             specs = load(good_files, partial=True).specs
+            outside = paths_outside(Desired(specs, roots), state_dir)
+            if outside:
+                raise ManifestInvalid(outside)
             break
         except ManifestInvalid as again:
             more = {os.path.realpath(p.file) for p in again.problems}

@@ -75,9 +75,12 @@ class Control(StoreCore):
                        (kind, name, time.time()))
 
     def resume(self, ref: Ref | None) -> None:
-        kind, name = (ref.kind.value, ref.name) if ref else (_ALL, _ALL)
+        """Resume one object, or (None) everything: the global and every single suspension."""
         with self._write() as db:
-            db.execute("DELETE FROM suspended WHERE kind = ? AND name = ?", (kind, name))
+            if ref is None:
+                db.execute("DELETE FROM suspended")
+            else:
+                db.execute("DELETE FROM suspended WHERE kind = ? AND name = ?", (ref.kind.value, ref.name))
 
     def suspended(self) -> tuple[bool, frozenset[Ref]]:
         """(everything suspended?, the objects suspended one by one)."""

@@ -128,13 +128,13 @@ class StatusRecords(StoreCore):
                              (time.time(), ref.kind.value, ref.name, type_, reason, message))
             db.execute("DELETE FROM events WHERE id <= ?", (int(cur.lastrowid or 0) - EVENTS_KEPT,))
 
-    def events(self, ref: Ref | None = None, *, limit: int = 50) -> list[Event]:
-        """The most recent events, newest last."""
-        kind = ref.kind.value if ref else None
+    def events(self, ref: Ref | None = None, *, kind: Kind | None = None, limit: int = 50) -> list[Event]:
+        """The most recent events (of one object, or of one kind), newest last."""
+        kind_value = ref.kind.value if ref else (kind.value if kind else None)
         name = ref.name if ref else None
         with self._lock:
             rows = self._db.execute(
                 "SELECT at, kind, name, type, reason, message FROM events"
                 " WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?",
-                (kind, kind, name, name, limit)).fetchall()
+                (kind_value, kind_value, name, name, limit)).fetchall()
         return [Event(at, Ref(Kind(k), n), t, r, m) for at, k, n, t, r, m in reversed(rows)]

@@ -333,3 +333,40 @@ def test_a_global_suspension_stops_every_pass(start_daemon) -> None:
     run.store().resume(None)
     run.daemon.triggers.poke("test: resumed")
     wait_for("t-web running again", lambda: run.state() == "running")
+
+
+def test_held_or_failing_changes_are_not_mistaken_for_drift(start_daemon) -> None:
+    """An edit made while the object is suspended is applied on resume as an ordinary
+    change, not as drift; while held, nothing is reported again and again."""
+    run = start_daemon(m.stack(restart="auto"))
+    run.store().suspend(WEB)
+    settle(run)
+    (run.specs / "web.yaml").write_text(m.vm(memory="384MiB", restart="auto"))
+    for _ in range(3):
+        settle(run)
+    assert observe(run.session.client).objects[WEB].spec.memory == 256 << 20
+    assert "Drifted" not in run.events(WEB)
+    run.store().resume(WEB)
+    settle(run)
+    wait_for("the edit applied", lambda: observe(run.session.client).objects[WEB].spec.memory == 384 << 20)
+    assert "Drifted" not in run.events(WEB) and "Updated" in run.events(WEB)
+
+
+def test_a_path_inside_the_state_dir_is_a_held_manifest_problem_not_a_crash(start_daemon, session) -> None:
+    run = start_daemon(m.stack())
+    (run.specs / "pool.yaml").write_text(m.POOL.replace("/t-images", f"{session.config.state_dir}/pool"))
+    wait_for("the pool held as ManifestInvalid",
+             lambda: run.condition(Ref(Kind.POOL, "t-images"), "Ready") == (False, "ManifestInvalid"))
+    assert run.thread.is_alive() and run.result == []
+    # what depends on the pool (its volumes, the VM on them) is held too; the rest goes on
+    assert run.condition(Ref(Kind.NETWORK, "t-lab"), "Ready") == (True, "Converged")
+    assert run.state() == "running"
+
+
+def test_a_deleted_objects_status_is_gone(start_daemon) -> None:
+    run = start_daemon(m.stack(), delete_grace=0.2)
+    (run.specs / "web.yaml").unlink()
+    wait_for("t-web deleted", lambda: run.state() is None)
+    settle(run)
+    assert WEB not in run.store().resource_statuses()
+    assert run.store().conditions(WEB) == []
