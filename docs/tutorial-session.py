@@ -7,13 +7,26 @@ host: the state directory is a scratch directory and no file is created under th
 pool paths.
 
     PYTHONPATH=. python docs/tutorial-session.py [WORKDIR]    (default /tmp/tut)
+
+The last part runs the daemon the way `iaasctl run` does, through
+`controller.cli.main(["run", ...])` on the main thread (which needs the signal
+handlers), while a second thread plays the other terminal: it destroys the VM
+through the connection held open here (what `virsh destroy` does on a real host),
+waits for the daemon to start it again, runs `events` and `describe`, and finally
+sends this process SIGTERM. The daemon's log is collected and printed at the end.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -128,6 +141,65 @@ def step(*args: str) -> int:
     return code
 
 
+def wait_for(probe: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the daemon")
+        time.sleep(0.05)
+
+
+def keep_it_converged(keep: libvirt.virConnect) -> None:
+    """`iaasctl run -f lab/` here; the other terminal in a thread."""
+    from controller.cli import main as cli_main
+    from controller.model import Kind, Ref
+    from controller.state import StateStore
+
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)      # cmd_run's basicConfig then leaves it as it is
+    logging.getLogger().setLevel(logging.INFO)
+    web = Ref(Kind.VM, "web")
+
+    def running() -> bool:
+        try:
+            return bool(keep.lookupByName("web").isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def ready() -> bool:
+        store = StateStore(STATE)
+        try:
+            found = {c.type: c for c in store.conditions(web)}
+            return "Ready" in found and found["Ready"].status and "Drifted" in [e.reason for e in store.events(web)]
+        finally:
+            store.close()
+
+    def other_terminal() -> None:
+        try:
+            wait_for(running)
+            time.sleep(2)                            # the pass after the daemon's own events
+            print("\n$ virsh destroy web", flush=True)
+            keep.lookupByName("web").destroy()
+            wait_for(ready)
+            time.sleep(1)
+            step("events", "vm", "web")
+            step("describe", "vm", "web")
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    print("\n######## terminal 2", flush=True)
+    thread = threading.Thread(target=other_terminal)
+    thread.start()
+    code = cli_main([*FLAGS, "run", "-f", "lab/"])
+    thread.join()
+    print("\n######## terminal 1", flush=True)
+    print("\n$ iaasctl run -f lab/")
+    print(log.getvalue(), end="")
+    print(f"[exit {code}]", flush=True)
+
+
 def say(text: str) -> None:
     print(f"\n######## {text}", flush=True)
 
@@ -206,6 +278,10 @@ def main() -> None:
         (WORK / "theirs").mkdir()
         write("default-network.yaml", THEIR_NETWORK, WORK / "theirs")
         step("delete", "-f", "theirs/")
+
+        say("keep it converged: iaasctl run")
+        write("vm.yaml", vm(memory="512MiB", policy="auto", power="running"))
+        keep_it_converged(keep)
     finally:
         keep.close()
 
