@@ -16,6 +16,7 @@ A plan holds three things:
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -162,6 +163,43 @@ class _Builder:
     def is_owned(self, ref: Ref, live: Live) -> bool:
         return ref in self.owned or live.owner is not None
 
+    # Facts about the whole host, computed once per plan: the checks that use them run
+    # for every desired object, and must not make planning quadratic.
+
+    @functools.cached_property
+    def wanted(self) -> dict[Ref, Spec]:
+        return self.desired.by_ref()
+
+    @functools.cached_property
+    def leaving(self) -> frozenset[Ref]:
+        """Owned objects this run prunes (deletes run first): what they hold is free."""
+        if not self.policy.prune:
+            return frozenset()
+        out = set()
+        for ref, live in self.observed.objects.items():
+            if ref in self.wanted or not self.is_owned(ref, live):
+                continue
+            record = self.owned.get(ref)
+            source = record.source if record else (live.owner.source if live.owner else "")
+            if _in_scope(source, self.desired.roots):
+                out.add(ref)
+        return frozenset(out)
+
+    @functools.cached_property
+    def host_macs(self) -> dict[str, list[Ref]]:
+        macs: dict[str, list[Ref]] = {}
+        for ref, live in self.observed.objects.items():
+            if isinstance(live.spec, VMSpec):
+                for nic in live.spec.nics:
+                    if nic.mac:
+                        macs.setdefault(nic.mac, []).append(ref)
+        return macs
+
+    @functools.cached_property
+    def host_networks(self) -> list[tuple[Ref, NetworkSpec]]:
+        found = [(ref, live.spec) for ref, live in self.observed.objects.items() if isinstance(live.spec, NetworkSpec)]
+        return sorted(found, key=lambda item: item[0].sort_key)
+
 
 def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord], *, policy: Policy) -> Plan:
     """The changes that make the host match `desired`. Pure: no side effects."""
@@ -251,7 +289,7 @@ def _desired_backing(b: _Builder, spec: VolumeSpec) -> str | None:
     if spec.source_path:
         return os.path.normpath(spec.source_path)
     if spec.source_volume:
-        source = b.desired.by_ref().get(Ref(Kind.VOLUME, spec.source_volume))
+        source = b.wanted.get(Ref(Kind.VOLUME, spec.source_volume))
         pool = source.pool if isinstance(source, VolumeSpec) else spec.pool
         return b.observed.volume_path(pool, spec.source_volume) or f"<volume {spec.source_volume}, not yet created>"
     return None
@@ -337,16 +375,15 @@ def _fits_host(b: _Builder, spec: VMSpec) -> bool:
 def _macs_free(b: _Builder, spec: VMSpec) -> bool:
     """A MAC the manifest sets must not be on another domain of the host (libvirt
     accepts the duplicate; the network then breaks for both)."""
-    taken = {}
-    for ref, live in b.observed.objects.items():
-        if isinstance(live.spec, VMSpec) and ref.name != spec.meta.name:
-            for nic in live.spec.nics:
-                if nic.mac and _leaving(b, ref, live):
-                    if any(n.mac == nic.mac for n in spec.nics):
-                        b.borrowed.setdefault(ref_of(spec), {})[ref] = f"MAC {nic.mac}"
-                elif nic.mac:
-                    taken[nic.mac] = ref
-    clashes = [(i, n.mac, taken[n.mac]) for i, n in enumerate(spec.nics) if n.mac and n.mac in taken]
+    clashes = []
+    for index, nic in enumerate(spec.nics):
+        for ref in b.host_macs.get(nic.mac or "", ()):
+            if ref.name == spec.meta.name:
+                continue
+            if ref in b.leaving:
+                b.borrowed.setdefault(ref_of(spec), {})[ref] = f"MAC {nic.mac}"
+            else:
+                clashes.append((index, nic.mac, ref))
     for index, mac, other in clashes:
         b.refusals.append(Refusal(ref_of(spec), f"{spec.meta.where(f'spec.networks[{index}].mac')}: {mac} is "
                                                 f"already used by {other}"))
@@ -357,11 +394,10 @@ def _address_space_free(b: _Builder, spec: NetworkSpec) -> bool:
     """A new subnet or bridge must not clash with another network of the host: libvirt
     defines such a network and fails only when it starts."""
     clashes = []
-    for ref, live in sorted(b.observed.objects.items(), key=lambda item: item[0].sort_key):
-        other = live.spec
-        if not isinstance(other, NetworkSpec) or ref.name == spec.meta.name:
+    for ref, other in b.host_networks:
+        if ref.name == spec.meta.name:
             continue
-        if _leaving(b, ref, live):
+        if ref in b.leaving:
             if spec.ipv4 and other.ipv4 and ipaddress.ip_network(spec.ipv4.cidr).overlaps(
                     ipaddress.ip_network(other.ipv4.cidr)):
                 b.borrowed.setdefault(ref_of(spec), {})[ref] = f"subnet {other.ipv4.cidr}"
@@ -374,14 +410,6 @@ def _address_space_free(b: _Builder, spec: NetworkSpec) -> bool:
             clashes.append(f"{spec.meta.where('spec.bridge')}: bridge {spec.bridge} is already used by {ref}")
     b.refusals.extend(Refusal(ref_of(spec), message) for message in clashes)
     return not clashes
-
-
-def _leaving(b: _Builder, ref: Ref, live: Live) -> bool:
-    """An owned object this run prunes (deletes run first): what it holds is free."""
-    if not b.policy.prune or ref in b.desired.by_ref() or not b.is_owned(ref, live):
-        return False
-    record = b.owned.get(ref)
-    return _in_scope(record.source if record else (live.owner.source if live.owner else ""), b.desired.roots)
 
 
 _HANDLERS = {Kind.POOL: _plan_pool, Kind.VOLUME: _plan_volume, Kind.NETWORK: _plan_network, Kind.VM: _plan_vm}
@@ -408,7 +436,7 @@ def _refuse_replacement(b: _Builder, spec: Spec, diffs: list[FieldDiff], *, what
 
 
 def _plan_deletes(b: _Builder) -> None:
-    wanted = set(b.desired.by_ref())
+    wanted = set(b.wanted)
     candidates = []
     for ref, live in sorted(b.observed.objects.items(), key=lambda item: item[0].sort_key):
         if ref in wanted or not b.is_owned(ref, live):
@@ -448,7 +476,7 @@ def _still_used(b: _Builder, candidates: list[Change]) -> list[Change]:
     updating = {c.ref for c in b.changes
                 if c.live is None or not c.live.running or c.restart
                 or (isinstance(c.spec, VMSpec) and c.spec.power == "stopped")}
-    desired = b.desired.by_ref()
+    desired = b.wanted
     kept = list(candidates)
     while True:
         deleting = {c.ref for c in kept}
