@@ -11,7 +11,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from controller.errors import ConfigError
 
@@ -58,6 +57,8 @@ def load_config(
 
 
 def _from_file(config: Config, file: str) -> Config:
+    import yaml  # here, not at import: most runs have no config file, and every command starts here
+
     try:
         with open(file, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}

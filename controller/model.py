@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
+
+from controller import errors
 from dataclasses import dataclass, field
 
 
@@ -203,3 +205,20 @@ def plain(value: object) -> object:
     if isinstance(value, (tuple, list)):
         return [plain(v) for v in value]
     return value
+
+
+KIND_ALIASES = {
+    Kind.VM: ("virtualmachine", "virtualmachines", "vm", "vms"),
+    Kind.NETWORK: ("network", "networks", "net", "nets"),
+    Kind.VOLUME: ("volume", "volumes", "vol", "vols"),
+    Kind.POOL: ("storagepool", "storagepools", "pool", "pools"),
+}
+
+
+def parse_kind(text: str) -> Kind:
+    lowered = text.lower()
+    for kind, aliases in KIND_ALIASES.items():
+        if lowered in aliases:
+            return kind
+    known = ", ".join(a for aliases in KIND_ALIASES.values() for a in aliases[1::2])
+    raise errors.ConfigError(f"unknown kind {text!r} (use one of: {known})")

@@ -7,19 +7,12 @@ from datetime import datetime, UTC
 from typing import Any
 
 from controller.adapter import Libvirt
-from controller.errors import ConfigError, IaasError
+from controller.errors import IaasError
 from controller.kinds import vm as vm_kind
 from controller.model import Kind, NetworkSpec, PoolSpec, Ref, VMSpec, VolumeSpec, plain
 from controller.observe import Live, Observed
 from controller.state import ObjectStatus, StateStore
 from controller.units import format_size
-
-KIND_ALIASES = {
-    Kind.VM: ("virtualmachine", "virtualmachines", "vm", "vms"),
-    Kind.NETWORK: ("network", "networks", "net", "nets"),
-    Kind.VOLUME: ("volume", "volumes", "vol", "vols"),
-    Kind.POOL: ("storagepool", "storagepools", "pool", "pools"),
-}
 
 COLUMNS = {
     Kind.VM: ("NAME", "MANAGED", "DESIRED", "STATE", "VCPUS", "MEMORY", "IP", "CONDITION", "LAST"),
@@ -27,15 +20,6 @@ COLUMNS = {
     Kind.VOLUME: ("NAME", "MANAGED", "POOL", "SIZE", "FORMAT", "BACKING", "LAST"),
     Kind.POOL: ("NAME", "MANAGED", "STATE", "PATH", "AUTOSTART", "LAST"),
 }
-
-
-def parse_kind(text: str) -> Kind:
-    lowered = text.lower()
-    for kind, aliases in KIND_ALIASES.items():
-        if lowered in aliases:
-            return kind
-    known = ", ".join(a for aliases in KIND_ALIASES.values() for a in aliases[1::2])
-    raise ConfigError(f"unknown kind {text!r} (use one of: {known})")
 
 
 def rows(kind: Kind, observed: Observed, store: StateStore, client: Libvirt, *, name: str | None = None

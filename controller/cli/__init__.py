@@ -16,7 +16,7 @@ from typing import NoReturn
 from controller import __version__, errors
 from controller.cli import control
 from controller.config import Config, load_config
-from controller.model import Desired, Kind, Ref
+from controller.model import Desired, Kind, Ref, parse_kind
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -103,10 +103,15 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, connect=args.connect, state_dir=args.state_dir)
 
 
-def _load(paths: Sequence[str], *, partial: bool = False) -> Desired:
-    from controller.manifest import load
+def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None = None) -> Desired:
+    """The manifests; with a config, through the cache in its state directory."""
+    if config is None:
+        from controller.manifest import load
 
-    return load(list(paths), partial=partial)
+        return load(list(paths), partial=partial)
+    from controller.manifest.cache import load_cached
+
+    return load_cached(list(paths), cache_dir=os.path.join(config.state_dir, "cache"), partial=partial)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -129,9 +134,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from controller.plan import Policy
     from controller.reconcile import Session
 
-    desired = _load(args.paths)
+    config = _config(args)
+    desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
-    with Session.open(_config(args)) as session:
+    with Session.open(config) as session:
         the_plan, _ = session.plan(desired, policy=policy)
     if getattr(args, "output", "text") == "json":
         output.dump(output.plan_document(the_plan), "json")
@@ -152,9 +158,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return cmd_plan(args)
-    desired = _load(args.paths)
-    policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     config = _config(args)
+    desired = _load(args.paths, config=config)
+    policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
     with exclusive(config.state_dir), Session.open(config) as session:
@@ -270,9 +276,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _kind(text: str) -> Kind:
-    from controller import status
-
-    return status.parse_kind(text)
+    return parse_kind(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

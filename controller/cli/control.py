@@ -15,8 +15,7 @@ from typing import Any
 
 from controller import errors
 from controller.config import Config
-from controller.model import Ref
-from controller.status import parse_kind
+from controller.model import Ref, parse_kind
 
 
 def add_parsers(sub: Any) -> None:
@@ -51,6 +50,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("watchdog").setLevel(logging.WARNING)   # its debug lines are per inotify event
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:

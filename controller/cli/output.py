@@ -7,10 +7,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-import yaml
 
-from controller.execute import Outcome
+from typing import TYPE_CHECKING
+
 from controller.plan import Action, Change, Disruption, Plan
+
+if TYPE_CHECKING:
+    from controller.execute import Outcome
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:
@@ -103,4 +106,6 @@ def dump(data: Any, fmt: str, out: TextIO | None = None) -> None:
         json.dump(data, out, indent=2, sort_keys=False, default=str)
         out.write("\n")
     else:
+        import yaml
+
         yaml.safe_dump(data, out, sort_keys=False, default_flow_style=False)

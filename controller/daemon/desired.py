@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from controller.errors import ManifestInvalid, Problem
 from controller.manifest import load
+from controller.manifest.cache import load_cached
 from controller.manifest.files import read_all
 from controller.model import Desired, OwnedRecord, Ref, Spec, dependencies, ref_of
 from controller.reconcile import paths_outside
@@ -32,7 +33,7 @@ class Loaded:
 def load_tolerant(paths: Sequence[str], owned: dict[Ref, OwnedRecord], *, state_dir: str) -> Loaded:
     roots = tuple(os.path.realpath(p) for p in paths)
     try:
-        desired = Desired(load(list(paths)).specs, roots)
+        desired = Desired(load_cached(list(paths), cache_dir=os.path.join(state_dir, "cache")).specs, roots)
         outside = paths_outside(desired, state_dir)
         if not outside:
             return Loaded(desired, frozenset())

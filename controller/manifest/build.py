@@ -11,7 +11,6 @@ document the same values; a test keeps the two in agreement).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from controller.errors import Problem
@@ -46,7 +45,7 @@ def _meta(doc: Document, metadata: Mapping[str, Any]) -> Meta:
         name=metadata["name"],
         source=Source(doc.file, doc.line),
         labels=tuple(sorted(metadata.get("labels", {}).items())),
-        field_lines=MappingProxyType(doc.field_lines()),
+        field_lines=doc.field_lines(),   # a plain dict, so that specs pickle (the manifest cache)
         **_given(metadata, protect="protect", allow_replace="allowReplace"),
     )
 

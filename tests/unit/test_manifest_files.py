@@ -137,3 +137,26 @@ def test_symlink_loop_is_a_finding(tmp_path: Path) -> None:
     with pytest.raises(ManifestInvalid) as caught:
         load([str(tmp_path)])
     assert [p.message for p in caught.value.problems] == ["cannot read: Too many levels of symbolic links"]
+
+
+def test_the_manifest_cache_is_keyed_by_every_byte(tmp_path: Path) -> None:
+    """A second load of unchanged files comes from the cache; a one-byte edit, a new
+    file or an invalid file loads afresh (and an invalid one is never cached)."""
+    from controller.manifest import cache
+
+    specs, state = tmp_path / "specs", tmp_path / "state"
+    state.mkdir()
+    write(specs, "p.yaml", POOL.format(name="a"))
+    first = cache.load_cached([str(specs)], cache_dir=state / "cache")
+    assert (state / "cache" / cache.CACHE_FILE).stat().st_mode & 0o777 == 0o600
+    assert cache.load_cached([str(specs)], cache_dir=state / "cache") == first
+    write(specs, "p.yaml", POOL.format(name="b"))
+    assert [s.meta.name for s in cache.load_cached([str(specs)], cache_dir=state / "cache").specs] == ["b"]
+    write(specs, "q.yaml", "kind: Nonsense\n")
+    with pytest.raises(ManifestInvalid):
+        cache.load_cached([str(specs)], cache_dir=state / "cache")
+    with pytest.raises(ManifestInvalid):
+        cache.load_cached([str(specs)], cache_dir=state / "cache")
+    (state / "cache" / cache.CACHE_FILE).write_bytes(b"garbage")
+    (specs / "q.yaml").unlink()
+    assert [s.meta.name for s in cache.load_cached([str(specs)], cache_dir=state / "cache").specs] == ["b"]

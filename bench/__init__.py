@@ -1,0 +1,1 @@
+"""Benchmarks: iaasctl against a plain libvirt-python floor, in the same run."""

@@ -1,0 +1,109 @@
+"""Shared pieces of the benchmarks: timing, medians, subprocess runs, the report.
+
+Every figure is a median over repetitions that alternate between iaasctl and the
+baseline in the same run, so that the machine's load at that moment hits both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Result:
+    """One comparison: iaasctl against the floor (the faster baseline variant)."""
+
+    name: str
+    size: int
+    iaasctl: list[float] = field(default_factory=list)              # seconds, one per repetition
+    baselines: dict[str, list[float]] = field(default_factory=dict)  # variant -> seconds
+    target: float | None = None                                    # the ratio iaasctl/floor to stay under
+    note: str = ""
+
+    @property
+    def iaasctl_median(self) -> float:
+        return statistics.median(self.iaasctl)
+
+    @property
+    def floor(self) -> tuple[str, float]:
+        variant, samples = min(self.baselines.items(), key=lambda item: statistics.median(item[1]))
+        return variant, statistics.median(samples)
+
+    @property
+    def ratio(self) -> float:
+        return self.iaasctl_median / self.floor[1]
+
+    def summary(self) -> dict[str, Any]:
+        variant, floor = self.floor
+        return {**asdict(self), "iaasctl_median": self.iaasctl_median, "floor_variant": variant,
+                "floor_median": floor, "ratio": self.ratio,
+                "met": None if self.target is None else self.ratio <= self.target}
+
+
+def timed(cmd: list[str], *, env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> float:
+    """Wall time of a whole process (start-up and imports included)."""
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode not in ok:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def iaasctl_cmd(*args: str) -> list[str]:
+    return [PYTHON, "-m", "controller", *args]
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ, IAASCTL_DOMAIN_TYPE="qemu", PYTHONPATH=str(REPO))
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                           if line.startswith("model name"))
+        info["memory_gib"] = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    info["python"] = sys.version.split()[0]
+    return info
+
+
+def write_report(out: Path, sections: dict[str, Any]) -> None:
+    """report.json (everything, raw samples included) and report.md (the tables)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(sections, indent=2, default=str))
+    lines = [f"# iaasctl benchmarks ({sections['machine']['date']})", "",
+             f"Machine: {sections['machine']}", ""]
+    comparisons = sections.get("comparisons", [])
+    if comparisons:
+        lines += ["## iaasctl against the plain libvirt-python floor", "",
+                  "| benchmark | N | iaasctl (median s) | floor (median s, variant) | ratio | target | met |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in comparisons:
+            met = "" if c["met"] is None else ("yes" if c["met"] else "**no**")
+            target = "" if c["target"] is None else f"≤ {c['target']}×"
+            lines.append(f"| {c['name']} | {c['size']} | {c['iaasctl_median']:.3f} | "
+                         f"{c['floor_median']:.3f} ({c['floor_variant']}) | {c['ratio']:.2f}× | {target} | {met} |")
+        lines.append("")
+    for title, key in (("Scale of the reconcile loop (test driver, in process)", "scale"),
+                       ("Daemon", "daemon")):
+        if key in sections:
+            lines += [f"## {title}", "", "```", json.dumps(sections[key], indent=2, default=str), "```", ""]
+    if sections.get("profiles"):
+        lines += ["## Profiles", ""]
+        for name, text in sections["profiles"].items():
+            lines += [f"### {name}", "", "```", text.rstrip(), "```", ""]
+    (out / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,52 @@
+"""Run the benchmarks and write bench/results/report.md and report.json.
+
+    python -m bench.run                     # everything (real host: root, libvirtd, ~15 min)
+    python -m bench.run --only scale        # the reconcile loop on the test driver only
+    python -m bench.run --quick             # smaller sizes and fewer repetitions
+
+Figures are reported, never asserted: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import common
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--only", choices=("lifecycle", "scale", "daemon"), action="append")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
+    parser.add_argument("--out", type=Path, default=common.REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    chosen = set(args.only or ("lifecycle", "scale", "daemon"))
+    sections: dict = {"machine": common.machine(), "comparisons": [], "profiles": {}}
+    if "scale" in chosen:
+        from bench import scale
+
+        sizes = [50, 100, 200] if args.quick else [100, 1000, 5000]
+        sections["scale"], sections["profiles"] = scale.run(sizes)
+        print(f"scale: {sections['scale']}", file=sys.stderr)
+    if "lifecycle" in chosen:
+        from bench import lifecycle
+
+        sizes, reps = ([1, 2], 1) if args.quick else ([1, 10, 30], 3)
+        for result in lifecycle.run(sizes, reps):
+            sections["comparisons"].append(result.summary())
+            print(f"{result.name} N={result.size}: {result.ratio:.2f}x", file=sys.stderr)
+    if "daemon" in chosen:
+        from bench import daemon
+
+        n, idle, repeats = (2, 5.0, 2) if args.quick else (30, 60.0, 5)
+        sections["daemon"] = daemon.run(n, idle, repeats)
+        print(f"daemon: {sections['daemon']}", file=sys.stderr)
+    common.write_report(args.out, sections)
+    print(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
