@@ -19,7 +19,7 @@ def test_mypy() -> None:
 
 
 def test_ruff() -> None:
-    done = run("ruff", "check", "controller", "tests")
+    done = run("ruff", "check", "controller", "tests", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
