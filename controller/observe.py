@@ -74,19 +74,21 @@ def observe(client: Libvirt) -> Observed:
             volumes[(pool.name, vol.name)] = live
             objects.setdefault(live.ref, live)
     for net in client.networks():
-        net_spec: NetworkSpec = network_kind.parse(net.config_xml, autostart=net.autostart)
+        net_root = ET.fromstring(net.config_xml)
+        net_spec: NetworkSpec = network_kind.parse(net_root, autostart=net.autostart)
         ref = Ref(Kind.NETWORK, net.name)
         objects[ref] = Live(
             ref, net_spec, "active" if net.active else "inactive",
-            uuid=net.uuid, owner=get_owner(ET.fromstring(net.config_xml)),
+            uuid=net.uuid, owner=get_owner(net_root),
         )
     for dom in client.domains():
         running = dom.live_xml is not None
-        config = vm_kind.parse(dom.config_xml, autostart=dom.autostart, running=running)
+        dom_root = ET.fromstring(dom.config_xml)
+        config = vm_kind.parse(dom_root, autostart=dom.autostart, running=running)
         live_spec = vm_kind.parse(dom.live_xml, autostart=dom.autostart, running=True) if dom.live_xml else None
         ref = Ref(Kind.VM, dom.name)
         objects[ref] = Live(
             ref, config, dom.state, uuid=dom.uuid,
-            owner=get_owner(ET.fromstring(dom.config_xml)), live=live_spec, persistent=dom.persistent,
+            owner=get_owner(dom_root), live=live_spec, persistent=dom.persistent,
         )
     return Observed(host=client.host(), objects=objects, volumes=volumes)

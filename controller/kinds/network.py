@@ -68,8 +68,8 @@ def host_xml(host: DhcpHost) -> str:
     return ET.tostring(host_element(host), encoding="unicode")
 
 
-def parse(xml: str, *, autostart: bool) -> NetworkSpec:
-    root = ET.fromstring(xml)
+def parse(xml: str | ET.Element, *, autostart: bool) -> NetworkSpec:
+    root = ET.fromstring(xml) if isinstance(xml, str) else xml   # observe parses once for all readers
     forward = root.find("forward")
     mode = _MODE_OF_FORWARD.get(forward.get("mode", "nat"), "nat") if forward is not None else "isolated"
     bridge = root.find("bridge")

@@ -12,8 +12,8 @@ from controller.kinds.base import scaled, text
 from controller.model import BootSpec, DiskSpec, Meta, NicSpec, Source, VMSpec
 
 
-def parse(xml: str, *, autostart: bool, running: bool) -> VMSpec:
-    root = ET.fromstring(xml)
+def parse(xml: str | ET.Element, *, autostart: bool, running: bool) -> VMSpec:
+    root = ET.fromstring(xml) if isinstance(xml, str) else xml   # observe parses once for all readers
     os_node = root.find("os")
     return VMSpec(
         meta=Meta(name=text(root, "name") or "", source=Source("<libvirt>", 0)),
