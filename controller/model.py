@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import hashlib
+import json
 from collections.abc import Mapping
 
 from controller import errors
@@ -185,7 +188,17 @@ class Desired:
     roots: tuple[str, ...] = ()
 
     def by_ref(self) -> dict[Ref, Spec]:
+        """The specs by reference (built once: every created VM looks up its volumes here)."""
+        return self._index
+
+    @functools.cached_property
+    def _index(self) -> dict[Ref, Spec]:
         return {ref_of(s): s for s in self.specs}
+
+    @functools.cached_property
+    def hashes(self) -> dict[Ref, str]:
+        """Each spec's generation (spec_hash), computed once; the manifest cache keeps them."""
+        return {ref_of(s): spec_hash(s) for s in self.specs}
 
 
 @dataclass(frozen=True)
@@ -222,3 +235,14 @@ def parse_kind(text: str) -> Kind:
             return kind
     known = ", ".join(a for aliases in KIND_ALIASES.values() for a in aliases[1::2])
     raise errors.ConfigError(f"unknown kind {text!r} (use one of: {known})")
+
+
+def spec_document(spec: Spec) -> dict[str, object]:
+    """The spec as plain data for the state store (where it came from is kept apart)."""
+    meta = spec.meta
+    return {"name": meta.name, "labels": dict(meta.labels), "protect": meta.protect, "spec": plain(spec)}
+
+
+def spec_hash(spec: Spec) -> str:
+    """The generation of a spec: what it says, not where it was written."""
+    return hashlib.sha256(json.dumps(spec_document(spec), sort_keys=True).encode()).hexdigest()[:16]

@@ -15,7 +15,7 @@ from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, PlanChanged, Problem
 from controller.execute import Outcome, Progress, execute
-from controller.execute.steps import StepContext, record_spec, source_path, spec_hash
+from controller.execute.steps import StepContext, record_spec, source_path
 from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan
@@ -90,6 +90,8 @@ class Session:
         for ref in owned:
             if ref not in wanted and ref not in observed.objects:
                 self.store.forget(ref)   # gone from manifests and host (a delete cut short by a crash)
+        hashes = desired.hashes
+        sources: dict[str, str] = {}       # manifest file -> real path, resolved once per file
         for spec in desired.specs:
             ref = ref_of(spec)
             if ref in unsettled:
@@ -97,7 +99,9 @@ class Session:
             live = observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
             record = owned.get(ref)
             marked = live is not None and live.owner is not None
-            stale = record is None or record.spec_hash != spec_hash(spec) or record.source != source_path(spec)
+            file = spec.meta.source.file
+            source = sources.get(file) or sources.setdefault(file, source_path(spec))
+            stale = record is None or record.spec_hash != hashes[ref] or record.source != source
             if (record is not None or marked) and stale:   # new values, or moved to another file
                 record_spec(self.store, spec, live.uuid if live else None)
 

@@ -30,8 +30,7 @@ from controller.daemon.conditions import CondValue, PassFacts, conditions
 from controller.daemon.desired import Grace, load_tolerant
 from controller.daemon.triggers import FileWatch, Triggers
 from controller.execute import Outcome
-from controller.execute.steps import spec_hash
-from controller.model import Ref, ref_of
+from controller.model import Ref
 from controller.plan import Action, Change, Policy
 from controller.reconcile import ApplyResult, Session, apply
 from controller.state import ResourceStatus, StateStore, exclusive
@@ -174,7 +173,7 @@ class Daemon:
         owned = store.owned()
         loaded = load_tolerant(self.paths, owned, state_dir=self.config.state_dir)
         self._report_problems(loaded.problems)
-        generations = {ref_of(s): spec_hash(s) for s in loaded.desired.specs}
+        generations = loaded.desired.hashes
         in_grace = self.grace.held(loaded.desired, owned)
         backing_off = self.backoff.held(self._clock(), generations)
         retried = {ref for ref, _ in self.backoff.items()} - backing_off   # due now: attempted this pass

@@ -33,7 +33,8 @@ class Loaded:
 def load_tolerant(paths: Sequence[str], owned: dict[Ref, OwnedRecord], *, state_dir: str) -> Loaded:
     roots = tuple(os.path.realpath(p) for p in paths)
     try:
-        desired = Desired(load_cached(list(paths), cache_dir=os.path.join(state_dir, "cache")).specs, roots)
+        cached = load_cached(list(paths), cache_dir=os.path.join(state_dir, "cache"))
+        desired = cached if cached.roots == roots else Desired(cached.specs, roots)
         outside = paths_outside(desired, state_dir)
         if not outside:
             return Loaded(desired, frozenset())

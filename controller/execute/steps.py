@@ -9,8 +9,6 @@ never leaves an object nobody owns.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +21,9 @@ from controller.kinds import pool as pool_kind
 from controller.kinds import vm as vm_kind
 from controller.kinds import volume as volume_kind
 from controller.kinds.base import OwnerMark
-from controller.model import Desired, Kind, NetworkSpec, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, plain
+from controller.model import (
+    Desired, Kind, NetworkSpec, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, spec_document, spec_hash,
+)
 from controller.plan import Action, Change
 from controller.state import StateStore
 
@@ -37,16 +37,6 @@ class StepContext:
     console_log_dir: str
     shutdown_timeout: float
     sleep: Callable[[float], None] = time.sleep
-
-
-def spec_document(spec: Spec) -> dict[str, object]:
-    """The spec as plain data for the state store (where it came from is kept apart)."""
-    meta = spec.meta
-    return {"name": meta.name, "labels": dict(meta.labels), "protect": meta.protect, "spec": plain(spec)}
-
-
-def spec_hash(spec: Spec) -> str:
-    return hashlib.sha256(json.dumps(spec_document(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def source_path(spec: Spec) -> str:

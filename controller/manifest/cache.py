@@ -32,6 +32,7 @@ def load_cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], part
     if cached is not None and cached[0] == key:
         return cached[1]
     desired = load(paths, partial=partial)
+    desired.hashes    # noqa: B018 - computed now, so that the cache keeps them too
     _write(path, (key, desired))
     return desired
 
