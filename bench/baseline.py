@@ -94,7 +94,7 @@ def memory(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
         conn.defineXML(domain_xml(i, a, memory_mib=a.memory, uuid=dom.UUIDString()))
         if a.restart:
             dom.shutdown()
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + a.shutdown_timeout
             while dom.isActive() and time.monotonic() < deadline:
                 time.sleep(0.25)
             if dom.isActive():
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--initrd")
     parser.add_argument("--memory", type=int, default=128)
     parser.add_argument("--restart", action="store_true")
+    parser.add_argument("--shutdown-timeout", type=float, default=60.0)
     args = parser.parse_args()
     conn = libvirt.open(args.uri)
     try:

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("lifecycle", "scale", "daemon"), action="append")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
     parser.add_argument("--out", type=Path, default=common.REPO / "bench" / "results")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each lifecycle cycle")
+    parser.add_argument("--reps-largest", type=int, help="repetitions for the largest size (slow under TCG)")
     args = parser.parse_args(argv)
     chosen = set(args.only or ("lifecycle", "scale", "daemon"))
     sections: dict = {"machine": common.machine(), "comparisons": [], "profiles": {}}
@@ -33,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if "lifecycle" in chosen:
         from bench import lifecycle
 
-        sizes, reps = ([1, 2], 1) if args.quick else ([1, 10, 30], 3)
-        for result in lifecycle.run(sizes, reps):
+        sizes, reps = ([1, 2], 1) if args.quick else ([1, 10, 30], args.reps)
+        for result in lifecycle.run(sizes, reps, reps_largest=args.reps_largest):
             sections["comparisons"].append(result.summary())
             print(f"{result.name} N={result.size}: {result.ratio:.2f}x", file=sys.stderr)
     if "daemon" in chosen:
