@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,19 @@ def write_manifests(tmp_path: Path):  # type: ignore[no-untyped-def]
         return root
 
     return write
+
+
+def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 15.0, every: float = 0.05) -> Any:
+    """Poll until probe() returns something truthy; on timeout, say what was last seen.
+    (Tests wait for convergence this way: never a fixed sleep that only a fast machine passes.)"""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        seen = probe()
+        if seen:
+            return seen
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}")
 
 
 def under_ci() -> bool:

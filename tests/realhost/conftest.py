@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import libvirt
 import pytest
 
 from tests.conftest import under_ci
+from tests.conftest import wait_for as shared_wait_for
 
 URI = "qemu:///system"
 PREFIX = "iaasctl-t-"
@@ -135,15 +135,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
 
 
 def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 120.0, every: float = 1.0) -> Any:
-    """Poll until probe() returns something truthy; on timeout, say what was last seen."""
-    deadline = time.monotonic() + timeout
-    seen: Any = None
-    while time.monotonic() < deadline:
-        seen = probe()
-        if seen:
-            return seen
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}")
+    """The shared poller, with the real host's slower defaults."""
+    return shared_wait_for(what, probe, timeout=timeout, every=every)
 
 
 def qemu_img_info(path: str) -> dict[str, Any]:

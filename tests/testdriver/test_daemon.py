@@ -29,20 +29,10 @@ from controller.model import Kind, Ref
 from controller.observe import observe
 from controller.reconcile import Session
 from controller.state import StateStore
+from tests.conftest import wait_for
 from tests.testdriver import manifests as m
 
 WEB = Ref(Kind.VM, "t-web")
-
-
-def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    seen: Any = None
-    while time.monotonic() < deadline:
-        seen = probe()
-        if seen:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen!r}")
 
 
 def settle(run: Running) -> None:
