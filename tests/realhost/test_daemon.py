@@ -149,7 +149,9 @@ def test_out_of_band_changes_are_put_back(daemon: Daemon, host: Host) -> None:
     events = wait_for("the memory drift in `iaasctl events`", lambda: (
         lambda out: out if "spec.memory: 256MiB -> 128MiB" in out else None)(
         host.iaasctl("events", "vm", VM, check=0).stdout), timeout=30)
-    assert events.count("Drifted") >= 4, events
+    # destroy, undefine (seen as "gone", or as started-then-transient: one or two
+    # events, depending on who wins the race with virsh) and setmaxmem
+    assert events.count("Drifted") >= 3, events
 
 
 def test_unmanaged_domains_are_left_alone(daemon: Daemon, host: Host) -> None:
