@@ -62,6 +62,13 @@ class PlanChanged(IaasError):
 
 
 class LibvirtFailure(IaasError):
+    """A libvirt call failed. Unless the code says the host refuses the definition
+    (InvalidForHost), it is retried with backoff: QEMU failing to start after libvirtd
+    came back ("process exited while connecting to monitor") is an internal error that
+    passes, and a controller must not give up on a VM for it."""
+
+    transient = True
+
     def __init__(self, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
@@ -69,8 +76,6 @@ class LibvirtFailure(IaasError):
 
 class NotFound(LibvirtFailure):
     """Gone between the look and the act (someone else's undefine): look again soon."""
-
-    transient = True
 
 
 class AlreadyExists(LibvirtFailure):
@@ -82,14 +87,12 @@ class OperationInvalid(LibvirtFailure):
 
 
 class Disconnected(LibvirtFailure):
-    transient = True
-
-
-class InvalidForHost(LibvirtFailure):
     pass
 
 
-class TransientFailure(LibvirtFailure):
-    """A libvirt failure that may succeed later (busy, timeout, out of space)."""
+class InvalidForHost(LibvirtFailure):
+    transient = False
 
-    transient = True
+
+class TransientFailure(LibvirtFailure):
+    """A libvirt failure that says it may succeed later (busy, timeout)."""
