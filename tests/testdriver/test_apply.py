@@ -395,6 +395,16 @@ class _Crash(BaseException):
     """Stands for the process dying: no `except IaasError` handler (no rollback) runs."""
 
 
+def run_until_crash(session: Session, adapter: type[Libvirt], root: Path) -> None:
+    """An apply through an adapter that "dies" at one step, sharing the session's store."""
+    crashing = Session(session.config, adapter(session.config.connect), session.store)
+    try:
+        with pytest.raises(_Crash):
+            run(crashing, root)
+    finally:
+        crashing.client.close()
+
+
 class _CrashAfterVolumeCreate(Libvirt):
     def create_volume(self, pool: str, xml: str) -> str:
         path = super().create_volume(pool, xml)
@@ -405,12 +415,7 @@ def test_a_crash_between_creating_a_volume_and_recording_it_is_recovered(session
     """The journal says the volume was being created: on the next start it is recorded
     as ours, neither created twice nor left as an unowned conflict (RELIABILITY F4)."""
     root = write_manifests({"pool.yaml": m.POOL, "vol.yaml": m.VOLUMES.split("---")[0]})
-    crashing = Session(session.config, _CrashAfterVolumeCreate(session.config.connect), session.store)
-    try:
-        with pytest.raises(_Crash):
-            run(crashing, root)
-    finally:
-        crashing.client.close()
+    run_until_crash(session, _CrashAfterVolumeCreate, root)
     assert [e.ref for e in session.store.journal()] == [Ref(Kind.VOLUME, "t-base")]
     assert Ref(Kind.VOLUME, "t-base") not in session.store.owned()
     assert session.recover() == ["recovered Volume/t-base: created by an interrupted run, recorded as ours"]
@@ -444,12 +449,7 @@ def test_a_crash_in_the_middle_of_a_delete_is_finished(session, write_manifests)
     root = write_manifests(m.stack())
     run(session, root)
     (root / "web.yaml").unlink()
-    crashing = Session(session.config, _CrashAfterUndefine(session.config.connect), session.store)
-    try:
-        with pytest.raises(_Crash):
-            run(crashing, root)
-    finally:
-        crashing.client.close()
+    run_until_crash(session, _CrashAfterUndefine, root)
     assert Ref(Kind.VM, "t-web") in session.store.owned(), "the crash came before the record was dropped"
     session.recover()
     result = run(session, root)
