@@ -69,8 +69,9 @@ def observe(client: Libvirt) -> Observed:
             Ref(Kind.POOL, pool.name), pool_spec, "active" if pool.active else "inactive", uuid=pool.uuid
         )
         for vol in pool.volumes:
-            vol_spec: VolumeSpec = volume_kind.parse(vol.xml, pool=pool.name)
-            live = Live(Ref(Kind.VOLUME, vol.name), vol_spec, "present", path=vol.path)
+            vol_root = ET.fromstring(vol.xml)
+            vol_spec: VolumeSpec = volume_kind.parse(vol_root, pool=pool.name)
+            live = Live(Ref(Kind.VOLUME, vol.name), vol_spec, "present", path=vol_root.findtext("target/path"))
             volumes[(pool.name, vol.name)] = live
             objects.setdefault(live.ref, live)
     for net in client.networks():

@@ -155,8 +155,7 @@ class NetworkRecord:
 class VolumeRecord:
     pool: str
     name: str
-    path: str
-    xml: str
+    xml: str                 # its path is in it (target/path)
 
 
 @dataclass(frozen=True)
@@ -176,6 +175,15 @@ class HostRecord:
     memory: int                        # bytes
     domain_types: tuple[str, ...]      # what the capabilities offer for hvm guests, e.g. ("qemu", "kvm")
     driver: str                        # "QEMU", "Test", ...
+
+
+def _list_with(list_all: Callable[[int], list[Any]], *flags: int) -> tuple[list[Any], list[frozenset[str]]]:
+    """Every object, and for each flag the names of those it selects (active,
+    persistent, autostart): one call per flag instead of one per object and flag."""
+    objects = list_all(0)
+    if not objects:
+        return [], [frozenset()] * len(flags)
+    return objects, [frozenset(o.name() for o in list_all(flag)) for flag in flags]
 
 
 class Libvirt:
@@ -224,54 +232,74 @@ class Libvirt:
         )
 
     # -- observation: batched list-all calls, one XML read per object ----------
+    #
+    # Which objects are active, persistent or autostarted, and each domain's state,
+    # come from a few list calls filtered by flag, for all objects at once; per object
+    # there is only its XML (two for a running domain: the definition and the running
+    # one). An object created between two list calls shows in one and not the other:
+    # what is not in the first list is not seen this time, what is gone from a later
+    # one counts as gone.
 
     @_reading
     def domains(self) -> list[DomainRecord]:
+        conn = self._conn
+        doms, (persistent, autostart) = _list_with(
+            conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
+            libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+        if not doms:
+            return []
+        states = {dom.name(): stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE) for dom, stats in
+                  conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE,
+                                         libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)}
         records = []
-        for dom in self._conn.listAllDomains(0):
+        for dom in doms:
+            name = dom.name()
+            if name not in states:
+                continue   # undefined since the list
             try:
-                records.append(self._domain_record(dom))
+                records.append(self._domain_record(dom, states[name], name in persistent, name in autostart))
             except libvirt.libvirtError as exc:
                 # Undefined between the list and the read: it is simply gone.
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
         return records
 
-    def _domain_record(self, dom: Any) -> DomainRecord:
-        state = _DOMAIN_STATES.get(dom.state()[0], "nostate")
-        persistent = bool(dom.isPersistent())
-        active = bool(dom.isActive())
-        config_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if persistent else 0)
+    def _domain_record(self, dom: Any, state: int, persistent: bool, autostart: bool) -> DomainRecord:
+        active = state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_NOSTATE)
+        live_xml = dom.XMLDesc(0) if active else None
         return DomainRecord(
             name=dom.name(),
             uuid=dom.UUIDString(),
-            state=state,
+            state=_DOMAIN_STATES.get(state, "nostate"),
             persistent=persistent,
-            autostart=bool(dom.autostart()) if persistent else False,
-            config_xml=config_xml,
-            live_xml=dom.XMLDesc(0) if active else None,
+            autostart=autostart and persistent,
+            config_xml=dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent or live_xml is None else live_xml,
+            live_xml=live_xml,
         )
 
     @_reading
     def domain(self, name: str) -> DomainRecord:
-        return self._domain_record(self._conn.lookupByName(name))
+        dom = self._conn.lookupByName(name)
+        persistent = bool(dom.isPersistent())
+        return self._domain_record(dom, dom.state()[0], persistent, persistent and bool(dom.autostart()))
 
     @_reading
     def networks(self) -> list[NetworkRecord]:
+        nets, (active, persistent, autostart) = _list_with(
+            self._conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE,
+            libvirt.VIR_CONNECT_LIST_NETWORKS_PERSISTENT, libvirt.VIR_CONNECT_LIST_NETWORKS_AUTOSTART)
         records = []
-        for net in self._conn.listAllNetworks(0):
+        for net in nets:
+            name = net.name()
             try:
-                persistent = bool(net.isPersistent())
-                records.append(
-                    NetworkRecord(
-                        name=net.name(),
-                        uuid=net.UUIDString(),
-                        active=bool(net.isActive()),
-                        persistent=persistent,
-                        autostart=bool(net.autostart()) if persistent else False,
-                        config_xml=self._network_xml(net, persistent),
-                    )
-                )
+                records.append(NetworkRecord(
+                    name=name,
+                    uuid=net.UUIDString(),
+                    active=name in active,
+                    persistent=name in persistent,
+                    autostart=name in autostart and name in persistent,
+                    config_xml=self._network_xml(net, name in persistent),
+                ))
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
                     raise
@@ -291,26 +319,25 @@ class Libvirt:
 
     @_reading
     def pools(self) -> list[PoolRecord]:
+        pools, (active, autostart) = _list_with(
+            self._conn.listAllStoragePools, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE,
+            libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_AUTOSTART)
         records = []
-        for pool in self._conn.listAllStoragePools(0):
+        for pool in pools:
+            name = pool.name()
             try:
-                active = bool(pool.isActive())
                 volumes: tuple[VolumeRecord, ...] = ()
-                if active:
-                    volumes = tuple(
-                        VolumeRecord(pool=pool.name(), name=vol.name(), path=vol.path(), xml=vol.XMLDesc(0))
-                        for vol in pool.listAllVolumes(0)
-                    )
-                records.append(
-                    PoolRecord(
-                        name=pool.name(),
-                        uuid=pool.UUIDString(),
-                        active=active,
-                        autostart=bool(pool.autostart()),
-                        xml=pool.XMLDesc(0),  # the path is the same live and inactive
-                        volumes=volumes,
-                    )
-                )
+                if name in active:
+                    volumes = tuple(VolumeRecord(pool=name, name=vol.name(), xml=vol.XMLDesc(0))
+                                    for vol in pool.listAllVolumes(0))
+                records.append(PoolRecord(
+                    name=name,
+                    uuid=pool.UUIDString(),
+                    active=name in active,
+                    autostart=name in autostart,
+                    xml=pool.XMLDesc(0),  # the path is the same live and inactive
+                    volumes=volumes,
+                ))
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL):
                     raise

@@ -26,10 +26,10 @@ def render(spec: VolumeSpec, *, backing_path: str | None, backing_format: str | 
     return to_xml(root)
 
 
-def parse(xml: str, *, pool: str) -> VolumeSpec:
+def parse(xml: str | ET.Element, *, pool: str) -> VolumeSpec:
     """The volume as a spec; the backing path stands in source_path (the planner maps
     a source volume to its path before comparing)."""
-    root = ET.fromstring(xml)
+    root = ET.fromstring(xml) if isinstance(xml, str) else xml   # observe parses once for all readers
     fmt = root.find("target/format")
     return VolumeSpec(
         meta=Meta(name=text(root, "name") or "", source=Source("<libvirt>", 0)),

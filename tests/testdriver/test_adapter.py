@@ -54,3 +54,33 @@ def test_only_mutating_calls_are_counted(client: Libvirt) -> None:
     assert client.mutations == 0
     client.destroy_domain("test")
     assert client.mutations == 1
+
+
+def test_observation_reads_states_and_flags_in_batches(client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Active, persistent, autostart and a domain's state come from list calls for all
+    objects at once: the per-object calls that would cost one round trip each are not
+    made, and every object still gets its own flags right."""
+    conn = client._conn
+    conn.lookupByName("test").setAutostart(1)
+    conn.defineXML("<domain type='test'><name>t-off</name><memory>1024</memory><os><type>hvm</type></os></domain>")
+    conn.createXML("<domain type='test'><name>t-transient</name><memory>1024</memory>"
+                   "<os><type>hvm</type></os></domain>", 0)
+    conn.networkDefineXML("<network><name>t-net</name><bridge name='virbr9'/></network>")
+    conn.storagePoolDefineXML("<pool type='dir'><name>t-pool</name><target><path>/t-pool</path></target></pool>")
+
+    def per_object(*_args: object) -> None:
+        raise AssertionError("a per-object flag call in observation")
+
+    for cls in (libvirt.virDomain, libvirt.virNetwork, libvirt.virStoragePool):
+        for name in ("isActive", "isPersistent", "autostart", "state"):
+            if hasattr(cls, name):
+                monkeypatch.setattr(cls, name, per_object)
+    monkeypatch.setattr(libvirt.virStorageVol, "path", per_object)
+
+    domains = {d.name: (d.state, d.persistent, d.autostart, d.live_xml is not None) for d in client.domains()}
+    assert domains == {"test": ("running", True, True, True), "t-off": ("shutoff", True, False, False),
+                       "t-transient": ("running", False, False, True)}
+    networks = {n.name: (n.active, n.persistent, n.autostart) for n in client.networks()}
+    assert networks == {"default": (True, True, False), "t-net": (False, True, False)}
+    pools = {p.name: (p.active, p.autostart, len(p.volumes)) for p in client.pools()}
+    assert pools["t-pool"] == (False, False, 0) and pools["default-pool"][0] is True
