@@ -10,16 +10,18 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, PlanChanged, Problem
-from controller.execute import Outcome, Progress, execute
-from controller.execute.steps import StepContext, record_spec, source_path
 from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
 from controller.observe import Observed, observe
 from controller.plan import Plan, Policy, plan
 from controller.state import StateStore
+
+if TYPE_CHECKING:   # execute is imported when there is something to execute: `plan` never needs it
+    from controller.execute import Outcome, Progress
 
 
 @dataclass
@@ -85,6 +87,8 @@ class Session:
         unchanged object must count at once, and an object known only by its owner
         marker (a lost state file) is recorded again. `unsettled` objects (held, failed,
         still differing) keep their record: it says what was last really applied."""
+        from controller.execute.steps import record_spec, source_path
+
         owned = self.store.owned()
         wanted = desired.by_ref()
         for ref in owned:
@@ -173,6 +177,9 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     if the_plan.empty:
         session.sync_records(desired, observed, unsettled=_unsettled(full, held | waiting))
         return ApplyResult(the_plan, [], the_plan, full, waiting, observed)
+    from controller.execute import execute
+    from controller.execute.steps import StepContext
+
     run_id = session.store.begin_run(command)
     ctx = StepContext(
         client=session.client, store=session.store, desired=desired,
@@ -181,9 +188,7 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
         shutdown_timeout=session.config.shutdown_timeout,
     )
     outcomes = execute(the_plan, ctx, parallelism=session.config.parallelism, progress=progress)
-    for outcome in outcomes:
-        session.store.record_result(run_id, outcome.change.ref, action=outcome.change.action.value,
-                                    ok=outcome.ok, error=outcome.error)
+    session.store.record_results(run_id, [(o.change.ref, o.change.action.value, o.ok, o.error) for o in outcomes])
     after_full, after = session.plan(desired, policy=policy)
     remaining, _ = after_full.without(held | waiting)
     failed = frozenset(o.change.ref for o in outcomes if not o.ok)

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,16 +194,20 @@ class StoreCore:
             db.execute("UPDATE runs SET finished = ?, result = ?, summary = ? WHERE id = ?",
                        (time.time(), result, json.dumps(summary, sort_keys=True), run_id))
 
-    def record_result(self, run_id: int, ref: Ref, *, action: str, ok: bool, error: str | None) -> None:
-        result = "ok" if ok else "failed"
+    def record_results(self, run_id: int, results: Iterable[tuple[Ref, str, bool, str | None]]) -> None:
+        """The outcome of each change of a run, as (ref, action, ok, error): one
+        transaction, however many changes (a commit is an fsync)."""
         now = time.time()
+        rows = [(ref, action, "ok" if ok else "failed", error) for ref, action, ok, error in results]
         with self._write() as db:
-            db.execute("INSERT INTO run_changes (run_id, kind, name, action, result, error, at)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (run_id, ref.kind.value, ref.name, action, result, error, now))
-            db.execute("UPDATE objects SET last_action = ?, last_result = ?, last_error = ?, updated = ?"
-                       " WHERE kind = ? AND name = ?",
-                       (action, result, error, now, ref.kind.value, ref.name))
+            db.executemany("INSERT INTO run_changes (run_id, kind, name, action, result, error, at)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(run_id, ref.kind.value, ref.name, action, result, error, now)
+                            for ref, action, result, error in rows])
+            db.executemany("UPDATE objects SET last_action = ?, last_result = ?, last_error = ?, updated = ?"
+                           " WHERE kind = ? AND name = ?",
+                           [(action, result, error, now, ref.kind.value, ref.name)
+                            for ref, action, result, error in rows])
 
     def history(self, ref: Ref, *, limit: int = 10) -> list[ChangeRecord]:
         with self._lock:

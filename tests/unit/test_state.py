@@ -49,15 +49,17 @@ def test_ownership_records_survive_reopening(tmp_path: Path) -> None:
 
 def test_results_and_history(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    ref = Ref(Kind.VM, "web")
+    ref, other = Ref(Kind.VM, "web"), Ref(Kind.NETWORK, "lan")
     store.record_owned(ref, source="/s.yaml", protect=False)
+    store.record_owned(other, source="/s.yaml", protect=False)
     run = store.begin_run("apply")
-    store.record_result(run, ref, action="create", ok=False, error="cannot start")
+    store.record_results(run, [(ref, "create", False, "cannot start"), (other, "update", True, None)])
     store.finish_run(run, result="not-converged", summary={"failed": 1})
     status = store.status(ref)
     assert status is not None and (status.last_action, status.last_result, status.last_error) == (
         "create", "failed", "cannot start")
     assert [(h.action, h.result) for h in store.history(ref)] == [("create", "failed")]
+    assert [(h.action, h.result, h.error) for h in store.history(other)] == [("update", "ok", None)]
     assert store.runs()[0]["result"] == "not-converged"
     store.close()
 
