@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,14 @@ def schema_for(kind: Kind) -> dict[str, Any]:
 @functools.cache
 def validator_for(kind: Kind) -> Validator:
     schema = schema_for(kind)
-    try:
-        _ManifestValidator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ConfigError(f"the {kind.value} schema is invalid: {exc.message}") from exc
+    # The shipped schemas are checked against the metaschema by the test suite; doing it
+    # here too cost more than validating the manifests. Schemas from $IAASCTL_SCHEMAS are
+    # someone's edit: those are checked, once per process.
+    if os.environ.get(ENV_SCHEMAS):
+        try:
+            _ManifestValidator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ConfigError(f"the {kind.value} schema is invalid: {exc.message}") from exc
     validator: Validator = _ManifestValidator(schema, format_checker=formats.checker())
     return validator
 

@@ -158,6 +158,17 @@ def test_schema_directory_override(fresh_schema_cache: None, tmp_path: Path, mon
     assert [p.message for p in caught.value.problems] == ["2 is out of range (1 to 1)"]
 
 
+def test_overriding_schema_that_breaks_the_metaschema_is_a_config_error(
+        fresh_schema_cache: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(REPO / "schemas", tmp_path / "schemas")
+    vm = json.loads((tmp_path / "schemas" / "virtualmachine.json").read_text())
+    vm["properties"]["spec"]["properties"]["vcpus"]["minimum"] = "one"
+    (tmp_path / "schemas" / "virtualmachine.json").write_text(json.dumps(vm))
+    monkeypatch.setenv(schema.ENV_SCHEMAS, str(tmp_path / "schemas"))
+    with pytest.raises(ConfigError, match="the VirtualMachine schema is invalid: 'one' is not of type 'number'"):
+        load([str(GOOD)])
+
+
 def test_missing_schema_is_a_config_error(fresh_schema_cache: None, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(schema.ENV_SCHEMAS, str(tmp_path))
