@@ -6,22 +6,25 @@ IAASCTL_CONFIG, or /etc/iaasctl/config.yaml, and every key is optional.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-
+from controller import __version__, filecache
 from controller.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "/etc/iaasctl/config.yaml"
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
+DEFAULT_STATE_DIR = "/var/lib/iaasctl"
+CONFIG_CACHE = "config.cache"
 
 
 @dataclass(frozen=True)
 class Config:
     connect: str = "qemu:///system"
-    state_dir: str = "/var/lib/iaasctl"
+    state_dir: str = DEFAULT_STATE_DIR
     domain_type: str = "auto"
     parallelism: int = 4
     shutdown_timeout: float = 60.0
@@ -42,13 +45,13 @@ def load_config(
     file = path or os.environ.get("IAASCTL_CONFIG")
     if file is None and Path(DEFAULT_CONFIG_FILE).exists():
         file = DEFAULT_CONFIG_FILE
-    if file:
-        config = _from_file(config, file)
     env: dict[str, Any] = {
         "connect": os.environ.get("IAASCTL_CONNECT"),
         "domain_type": os.environ.get("IAASCTL_DOMAIN_TYPE"),
         "state_dir": os.environ.get("IAASCTL_STATE_DIR"),
     }
+    if file:
+        config = replace(config, **_from_file(file, state_dir=state_dir or env["state_dir"]))
     config = replace(config, **{k: v for k, v in env.items() if v})
     flags: dict[str, Any] = {"connect": connect, "state_dir": state_dir}
     config = replace(config, **{k: v for k, v in flags.items() if v})
@@ -56,29 +59,47 @@ def load_config(
     return config
 
 
-def _from_file(config: Config, file: str) -> Config:
-    import yaml  # here, not at import: most runs have no config file, and every command starts here
+def _from_file(file: str, *, state_dir: str | None) -> dict[str, Any]:
+    """The file's settings. Parsed settings are cached by the file's bytes in the state
+    directory, so that a command does not import a YAML parser to read the same few
+    keys each time — only in the directory the command uses: the one given
+    (`state_dir`) or, when the file does not name another, the default."""
+    try:
+        with open(file, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the configuration: {exc}") from exc
+    cache_in = state_dir or DEFAULT_STATE_DIR
+    cache = Path(cache_in) / "cache" / CONFIG_CACHE
+    key = hashlib.sha256(__version__.encode() + b"\0" + raw).hexdigest()
+    values: dict[str, Any] | None = filecache.read(cache, key)
+    if values is None:
+        values = _parse(file, raw)
+        if state_dir or values.get("state_dir", cache_in) == cache_in:
+            filecache.write(cache, key, values)
+    return values
+
+
+def _parse(file: str, raw: bytes) -> dict[str, Any]:
+    import yaml  # here, not at import: most runs have no config file or a cached one
 
     try:
-        with open(file, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: cannot read the configuration: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the configuration must be a mapping of keys to values")
-    known = {f.name: f.type for f in fields(Config)}
-    unknown = sorted(set(data) - set(known))
+    defaults = Config()
+    unknown = sorted(set(data) - {f.name for f in fields(Config)})
     if unknown:
         raise ConfigError(f"{file}: unknown configuration keys: {', '.join(unknown)}")
-    values: dict[str, Any] = {}
     for key, value in data.items():
-        default = getattr(config, key)
+        default = getattr(defaults, key)
         if (isinstance(default, (int, float)) and not isinstance(value, (int, float))) or isinstance(value, bool):
             raise ConfigError(f"{file}: {key}: expected a number, got {value!r}")
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{file}: {key}: expected a string, got {value!r}")
-        values[key] = value
-    return replace(config, **values)
+    return data
 
 
 def _check(config: Config) -> None:
