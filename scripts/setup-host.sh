@@ -108,5 +108,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 log "pip install -e '.[test]' into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[test]"
+# compat mode: a plain path entry in a .pth file, instead of an import hook that every
+# iaasctl process would load at start-up (9 ms of a 100 ms `iaasctl plan`).
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[test]" \
+  --config-settings editable_mode=compat
+# Byte-compile our modules, as a regular install does: the environment may say
+# PYTHONDONTWRITEBYTECODE, and then every command would compile them again.
+"$VENV/bin/python" -m compileall -q "$REPO/controller"
 log "done"

@@ -6,11 +6,8 @@ request waits in the store for the next `run`."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import signal
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from controller import errors
@@ -45,6 +42,9 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    import logging
+    import signal
+
     from controller.daemon import Daemon
     from controller.plan import Policy
 
@@ -134,6 +134,8 @@ def cmd_control(args: argparse.Namespace, config: Config) -> int:
     if pid is None or pid == os.getpid():
         print(f"{done} {what}; no daemon is running on {config.state_dir}: it takes effect at the next run")
         return 0
+    import signal
+
     try:
         os.kill(pid, signal.SIGUSR1)
     except ProcessLookupError:
@@ -150,4 +152,6 @@ def _ref(kind: str, name: str | None) -> Ref:
 
 
 def _when(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
