@@ -26,6 +26,7 @@ from bench import lifecycle
 from bench.common import PYTHON, environment, iaasctl_cmd
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+SETTLE = 2.0      # seconds between two destroy samples
 
 FLOOR_HANDLER = """
 import libvirt, sys, threading
@@ -58,6 +59,18 @@ def _destroy_to_running(conn: libvirt.virConnect, name: str) -> float:
             raise RuntimeError(f"{name} was not started again within 60 s")
         time.sleep(0.002)
     return time.perf_counter() - started
+
+
+def _destroy_samples(conn: libvirt.virConnect, names: list[str], repeats: int) -> list[float]:
+    """One isolated out-of-band destroy at a time: each sample starts once the previous
+    one has settled (the daemon's pass after its own start, the guest's first boot
+    steps), for both sides alike, so that a sample measures one event's handling and
+    not the tail of the previous one."""
+    samples = []
+    for i in range(repeats):
+        samples.append(_destroy_to_running(conn, names[i % len(names)]))
+        time.sleep(SETTLE)
+    return samples
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -122,14 +135,13 @@ def run(n: int, idle_seconds: float, repeats: int) -> dict[str, Any]:
         result["save_to_pass_start_s"] = {"median": statistics.median(latencies), "samples": latencies,
                                           "target_s": 0.5}
 
-        heal = [_destroy_to_running(conn, names[i % n]) for i in range(repeats)]
-        time.sleep(2)
+        heal = _destroy_samples(conn, names, repeats)
         daemon.send_signal(signal.SIGSTOP)              # the floor heals alone while iaasctl is paused
         floor_proc = subprocess.Popen([PYTHON, "-c", FLOOR_HANDLER, lifecycle.PREFIX], stdout=subprocess.PIPE,
                                       text=True)
         try:
             assert floor_proc.stdout is not None and floor_proc.stdout.readline().strip() == "ready"
-            floor = [_destroy_to_running(conn, names[i % n]) for i in range(repeats)]
+            floor = _destroy_samples(conn, names, repeats)
         finally:
             floor_proc.kill()
             daemon.send_signal(signal.SIGCONT)

@@ -163,14 +163,16 @@ class ApplyResult:
 
 
 def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progress | None = None,
-          command: str = "apply", shown: Plan | None = None, held: frozenset[Ref] = frozenset()
-          ) -> ApplyResult:
+          command: str = "apply", shown: Plan | None = None, held: frozenset[Ref] = frozenset(),
+          planned: tuple[Plan, Observed] | None = None) -> ApplyResult:
     """Observe, plan, execute, observe again.
 
     `shown` is a plan the user saw (and maybe confirmed): if the fresh plan differs,
-    nothing is executed. `held` objects (suspended, backing off, from a broken or
-    vanished manifest) are neither changed nor deleted, nor is what waits for them."""
-    full, observed = session.plan(desired, policy=policy)
+    nothing is executed. `planned` is a plan and observation this session has just
+    made, with nobody asked anything since: it is executed without observing again.
+    `held` objects (suspended, backing off, from a broken or vanished manifest) are
+    neither changed nor deleted, nor is what waits for them."""
+    full, observed = planned or session.plan(desired, policy=policy)
     the_plan, waiting = full.without(held)
     if shown is not None and the_plan.summary() != shown.summary():
         raise PlanChanged("the host changed since the plan was shown; nothing was changed, run the command again")

@@ -179,11 +179,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
             session.sync_records(desired, observed, unsettled=suspended)
             return EXIT_OK
         destructive = any(c.disruption in (Disruption.DESTRUCTIVE, Disruption.RESTART) for c in preview.changes)
-        if destructive and not args.yes and sys.stdin.isatty() and not _confirm():
+        ask = destructive and not args.yes and sys.stdin.isatty()
+        if ask and not _confirm():
             print("Cancelled; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
+        # After a question the host is observed again (the answer may take minutes);
+        # otherwise the plan just printed is the one executed.
         result = apply(session, desired, policy=policy, progress=output.print_progress, shown=preview,
-                       held=suspended)
+                       held=suspended, planned=None if ask else (full, observed))
     for refusal in result.plan.refusals:
         print(f"refused: {refusal.ref}: {refusal.message}", file=sys.stderr)
     if result.converged:
@@ -225,11 +228,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
         output.print_plan(preview)
         if preview.empty:   # only refusals, printed with the plan
             return EXIT_ERROR
-        if not args.yes and sys.stdin.isatty() and not _confirm("Delete these objects?"):
+        ask = not args.yes and sys.stdin.isatty()
+        if ask and not _confirm("Delete these objects?"):
             print("Cancelled; nothing was changed.", file=sys.stderr)
             return EXIT_ERROR
         result = apply(session, nothing, policy=policy, progress=output.print_progress, command="delete",
-                       shown=preview)
+                       shown=preview, planned=None if ask else (preview, observed))
     if result.converged:
         print(f"Deleted {len(result.outcomes)} {_plural(len(result.outcomes), 'object')}.")
         return EXIT_OK
