@@ -8,6 +8,8 @@ sequential, baseline thread-pooled, iaasctl, ...
 
 from __future__ import annotations
 
+import io
+import pstats
 import shutil
 import subprocess
 import tempfile
@@ -123,6 +125,58 @@ def baseline_cycle(n: int, threads: int) -> dict[str, float]:
     out["memory+restart"] = timed(baseline_cmd("memory", n, threads, "--memory", "192", "--restart",
                                                "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)))
     out["teardown"] = timed(baseline_cmd("teardown", n, threads))
+    return out
+
+
+def _top_imports(stderr: str, count: int = 15) -> str:
+    """`-X importtime` output as the time each top-level package costs (its modules'
+    own time, summed), then our costliest modules."""
+    by_package: dict[str, int] = {}
+    ours = []
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "self [us]" not in line:
+            own, _, name = line[len("import time:"):].split("|")
+            name = name.strip()
+            package = {"libvirtmod": "libvirt"}.get(name.split(".")[0], name.split(".")[0])
+            by_package[package] = by_package.get(package, 0) + int(own)
+            if package == "controller":
+                ours.append((int(own), name))
+    rows = sorted(((us, name) for name, us in by_package.items()), reverse=True)
+    lines = [f"all imports: {sum(by_package.values()) / 1000:.1f} ms (as -X importtime counts them)", "by package:"]
+    lines += [f"{us / 1000:7.1f} ms  {name}" for us, name in rows[:count]]
+    lines += ["our costliest modules (own time):"]
+    lines += [f"{us / 1000:7.1f} ms  {name}" for us, name in sorted(ours, reverse=True)[:8]]
+    return "\n".join(lines)
+
+
+def profiles(n: int) -> dict[str, str]:
+    """Where a whole iaasctl process spends its time: a cold `apply` of n VMs (fresh
+    state directory, as in the converge benchmark) and a no-op `plan`, under cProfile
+    (the executor's threads show as the main thread waiting), and the imports of that
+    `plan`."""
+    prepare()
+    sweep()
+    tmp = Path(tempfile.mkdtemp(prefix="iaasctl-bench-profile-"))
+    env = environment()
+    base = ["--connect", "qemu:///system", "--state-dir", str(tmp / "state")]
+    (tmp / "specs").mkdir()
+    (tmp / "specs" / "all.yaml").write_text(manifests(n, memory="128MiB", restart="manual"))
+    out: dict[str, str] = {}
+    try:
+        for title, command in ((f"cold `iaasctl apply`, {n} VM(s)", ["apply", "-f", str(tmp / "specs"), "--yes"]),
+                               (f"no-op `iaasctl plan`, {n} VM(s)", ["plan", "-f", str(tmp / "specs")])):
+            stats = tmp / "profile.out"
+            subprocess.run([PYTHON, "-m", "cProfile", "-o", str(stats), "-m", "controller", *base, *command],
+                           env=env, cwd=REPO, capture_output=True, check=True)
+            text = io.StringIO()
+            pstats.Stats(str(stats), stream=text).sort_stats("cumulative").print_stats(25)
+            out[title] = text.getvalue()
+        done = subprocess.run([PYTHON, "-X", "importtime", "-m", "controller", *base, "plan", "-f",
+                               str(tmp / "specs")], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+        out[f"imports of a no-op `iaasctl plan`, {n} VM(s)"] = _top_imports(done.stderr)
+    finally:
+        sweep()
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

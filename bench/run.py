@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         for result in lifecycle.run(sizes, reps, reps_largest=args.reps_largest):
             sections["comparisons"].append(result.summary())
             print(f"{result.name} N={result.size}: {result.ratio:.2f}x", file=sys.stderr)
+        sections["profiles"].update(lifecycle.profiles(1))
     if "daemon" in chosen:
         from bench import daemon
 

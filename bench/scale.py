@@ -3,7 +3,8 @@
 For N managed VMs (plus their network), converge once, then time no-op reconcile
 passes (manifests from the cache as the daemon has them, observe, plan, find
 nothing to do; and once more with a fresh load of every manifest) and report the median
-per N, the least-squares slope, how far from linear the growth is, the memory a
+per N, the least-squares slope, how far from linear the growth is (and the exponent
+k of a fitted t ~ n^k), the memory a
 pass allocates at its peak, and a cProfile of the largest pass.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import cProfile
 import io
+import math
 import pstats
 import statistics
 import tempfile
@@ -91,6 +93,9 @@ def run(sizes: list[int]) -> tuple[dict[str, Any], dict[str, str]]:
         summary["slope_ms_per_1000_vms"] = fit.slope * 1000 * 1000
         summary["intercept_ms"] = fit.intercept * 1000
         summary["worst_deviation_from_linear"] = max(abs(y - p) / y for y, p in zip(ys, predicted, strict=True))
+        # t ~ n^k: k = 1 is linear growth, whatever the constant costs at small n
+        summary["growth_exponent"] = statistics.linear_regression([math.log(x) for x in xs],
+                                                                  [math.log(y) for y in ys]).slope
         per_vm = [y / x for x, y in zip(xs, ys, strict=True)]
         summary["per_vm_ms"] = [v * 1000 for v in per_vm]
         summary["target_1000_under_1s"] = next((r["noop_pass_median_s"] < 1.0 for r in rows if r["n"] == 1000), None)

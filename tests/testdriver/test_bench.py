@@ -13,7 +13,7 @@ def test_scale_benchmark_and_report_run(tmp_path: Path) -> None:
     summary, profiles = scale.run([10, 20])
     assert [row["n"] for row in summary["rows"]] == [10, 20]
     assert all(row["noop_pass_median_s"] > 0 for row in summary["rows"])
-    assert "slope_ms_per_1000_vms" in summary and profiles
+    assert "slope_ms_per_1000_vms" in summary and "growth_exponent" in summary and profiles
     result = common.Result("noop", 10, iaasctl=[0.2, 0.3, 0.25], baselines={"a": [0.1], "b": [0.2]}, target=2.0)
     assert result.floor == ("a", 0.1) and round(result.ratio, 6) == 2.5 and result.summary()["met"] is False
     common.write_report(tmp_path, {"machine": common.machine(), "comparisons": [result.summary()],
