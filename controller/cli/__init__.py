@@ -209,10 +209,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from controller.reconcile import Session, apply
     from controller.state import exclusive
 
-    declared = _load(args.paths, partial=True)  # one file of a stack may name objects of others
+    config = _config(args)
+    declared = _load(args.paths, partial=True, config=config)  # one file of a stack may name objects of others
     nothing = Desired(specs=(), roots=(os.sep,))
     policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
-    config = _config(args)
     with exclusive(config.state_dir), Session.open(config) as session:
         for line in session.recover():
             print(line, file=sys.stderr)

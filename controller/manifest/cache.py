@@ -24,20 +24,24 @@ CACHE_FILE = "manifests.cache"
 
 
 def load_cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], partial: bool = False) -> Desired:
-    key = _key(paths, partial)
+    """`partial` allows references to objects the files do not declare (`delete -f` of
+    one file of a stack). A complete load is also a valid partial one, so that
+    `delete -f` after `apply -f` of the same files is a hit; not the other way round."""
+    key = _key(paths)
     path = Path(cache_dir) / CACHE_FILE
     cached = filecache.read(path, key)
-    if isinstance(cached, Desired):
-        return cached
+    if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[1], Desired) \
+            and (partial or not cached[0]):
+        return cached[1]
     desired = load(paths, partial=partial)
     desired.hashes    # noqa: B018 - computed now, so that the cache keeps them too
-    filecache.write(path, key, desired)
+    filecache.write(path, key, (partial, desired))
     return desired
 
 
-def _key(paths: Sequence[str], partial: bool) -> str:
+def _key(paths: Sequence[str]) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{__version__}\0{partial}\0{list(paths)}\0".encode())
+    digest.update(f"{__version__}\0{list(paths)}\0".encode())
     digest.update("\0".join(str(Path(p).resolve()) for p in paths).encode())
     schemas = data_dir("schemas", env="IAASCTL_SCHEMAS")
     for schema in sorted(schemas.glob("*.json")):

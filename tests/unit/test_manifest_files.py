@@ -160,3 +160,27 @@ def test_the_manifest_cache_is_keyed_by_every_byte(tmp_path: Path) -> None:
     (state / "cache" / cache.CACHE_FILE).write_bytes(b"garbage")
     (specs / "q.yaml").unlink()
     assert [s.meta.name for s in cache.load_cached([str(specs)], cache_dir=state / "cache").specs] == ["b"]
+
+
+def test_a_complete_load_in_the_cache_serves_a_partial_one_not_the_reverse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`delete -f` after `apply -f` of the same files reads the cache; a cached partial
+    load (references to undeclared objects allowed) never stands in for a complete one."""
+    from controller.manifest import cache
+
+    specs, state = tmp_path / "specs", tmp_path / "state"
+    state.mkdir()
+    write(specs, "p.yaml", POOL.format(name="a"))
+    loads = []
+    real_load = cache.load
+    monkeypatch.setattr(cache, "load", lambda *a, **k: loads.append(k) or real_load(*a, **k))
+    complete = cache.load_cached([str(specs)], cache_dir=state / "cache")
+    assert cache.load_cached([str(specs)], cache_dir=state / "cache", partial=True) == complete
+    assert loads == [{"partial": False}]
+
+    write(specs, "v.yaml", "apiVersion: iaas/v1\nkind: Volume\nmetadata:\n  name: v\n"
+                           "spec:\n  pool: elsewhere\n  size: 1GiB\n")
+    assert len(cache.load_cached([str(specs)], cache_dir=state / "cache", partial=True).specs) == 2
+    with pytest.raises(ManifestInvalid, match="elsewhere"):
+        cache.load_cached([str(specs)], cache_dir=state / "cache")
+    assert loads == [{"partial": False}, {"partial": True}, {"partial": False}]
