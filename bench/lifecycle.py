@@ -21,7 +21,7 @@ from bench.common import PYTHON, REPO, Result, environment, iaasctl_cmd, timed
 PREFIX = "bench-"
 GUEST = Path("/var/lib/iaasctl-test/guest")
 WORK = Path("/var/lib/iaasctl-bench")
-NOOP_REPEATS = 3
+NOOP_REPEATS = 10   # a no-op takes ~0.1 s and just-booted guests make the machine noisy: best of ten
 # The guest powers off on ACPI once its init has loaded the button module; thirty
 # guests booting under TCG on two cores may not be there yet, so a restart can wait
 # for the forced-off timeout — the same, short one on both sides.

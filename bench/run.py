@@ -1,8 +1,9 @@
 """Run the benchmarks and write bench/results/report.md and report.json.
 
-    python -m bench.run                     # everything (real host: root, libvirtd, ~15 min)
+    python -m bench.run                     # everything (real host: root, libvirtd, ~40 min)
     python -m bench.run --only scale        # the reconcile loop on the test driver only
     python -m bench.run --quick             # smaller sizes and fewer repetitions
+    python -m bench.run --only lifecycle --sizes 10 --reps 3   # one size of benchmarks 1-3
 
 Figures are reported, never asserted: these machines are shared and noisy.
 """
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=common.REPO / "bench" / "results")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each lifecycle cycle")
     parser.add_argument("--reps-largest", type=int, help="repetitions for the largest size (slow under TCG)")
+    parser.add_argument("--sizes", type=lambda text: [int(n) for n in text.split(",")],
+                        help="VM counts of the lifecycle benchmarks (default 1,10,30)")
     args = parser.parse_args(argv)
     chosen = set(args.only or ("lifecycle", "scale", "daemon"))
     # As an installed package is: byte-compiled. The environment may say
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if "lifecycle" in chosen:
         from bench import lifecycle
 
-        sizes, reps = ([1, 2], 1) if args.quick else ([1, 10, 30], args.reps)
+        sizes, reps = ([1, 2], 1) if args.quick else (args.sizes or [1, 10, 30], args.reps)
         for result in lifecycle.run(sizes, reps, reps_largest=args.reps_largest):
             sections["comparisons"].append(result.summary())
             print(f"{result.name} N={result.size}: {result.ratio:.2f}x", file=sys.stderr)
