@@ -248,16 +248,19 @@ class Libvirt:
             libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         if not doms:
             return []
-        states = {dom.name(): stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE) for dom, stats in
+        states = {dom.name(): stats.get("state.state") for dom, stats in
                   conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE,
                                          libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)}
         records = []
         for dom in doms:
             name = dom.name()
-            if name not in states:
-                continue   # undefined since the list
             try:
-                records.append(self._domain_record(dom, states[name], name in persistent, name in autostart))
+                # A domain the batch did not report on (defined since, or a driver that
+                # leaves it out) is asked on its own: never guessed to be shut off.
+                state = states.get(name)
+                if state is None:
+                    state = dom.state()[0]
+                records.append(self._domain_record(dom, state, name in persistent, name in autostart))
             except libvirt.libvirtError as exc:
                 # Undefined between the list and the read: it is simply gone.
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:

@@ -84,3 +84,17 @@ def test_observation_reads_states_and_flags_in_batches(client: Libvirt, monkeypa
     assert networks == {"default": (True, True, False), "t-net": (False, True, False)}
     pools = {p.name: (p.active, p.autostart, len(p.volumes)) for p in client.pools()}
     assert pools["t-pool"] == (False, False, 0) and pools["default-pool"][0] is True
+
+
+def test_a_domain_missing_from_the_batched_states_is_asked_on_its_own(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the one stats call leaves a domain out, or reports no state for it, the
+    domain is asked directly: a running VM is never taken for a stopped one."""
+    conn = client._conn
+    conn.createXML("<domain type='test'><name>t-other</name><memory>1024</memory>"
+                   "<os><type>hvm</type></os></domain>", 0)
+    batched = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+    partial = [(dom, {} if dom.name() == "test" else stats) for dom, stats in batched if dom.name() != "t-other"]
+    monkeypatch.setattr(conn, "getAllDomainStats", lambda *_args: partial)
+    assert {d.name: (d.state, d.live_xml is not None) for d in client.domains()} == {
+        "test": ("running", True), "t-other": ("running", True)}
