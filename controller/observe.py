@@ -7,8 +7,10 @@ state; nothing here decides anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from xml.etree import ElementTree as ET
 
 from controller.adapter import HostRecord, Libvirt
@@ -19,6 +21,7 @@ from controller.kinds import volume as volume_kind
 from controller.kinds.base import OwnerMark, get_owner
 from controller.model import Kind, NetworkSpec, PoolSpec, Ref, Spec, VMSpec, VolumeSpec
 
+T = TypeVar("T")
 RUNNING_STATES = frozenset({"running", "paused", "shutting-down", "pmsuspended"})
 
 
@@ -60,36 +63,81 @@ class Observed:
         return found.path if found else None
 
 
-def observe(client: Libvirt) -> Observed:
+class ParseMemo:
+    """Parsed definitions by a digest of their exact XML, from one observation to the
+    next: a daemon pass over a host that did not change parses nothing again (parsing
+    was 40% of a no-op pass over 5,000 VMs). Parsing is a pure function of the text
+    and the flags passed with it; only what the latest observation used is kept, so
+    the memo never outgrows the host. One per Session; not shared between threads."""
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple[str, bytes, tuple[object, ...]], Any] = {}
+        self._current: dict[tuple[str, bytes, tuple[object, ...]], Any] = {}
+
+    def get(self, parse: Callable[..., T], xml: str, *flags: object) -> T:
+        """`parse(xml, *flags)`, or what it returned for the same text and flags."""
+        key = (parse.__name__, hashlib.blake2b(xml.encode(), digest_size=16).digest(), flags)
+        if key in self._current:
+            found: T = self._current[key]
+            return found
+        value = self._previous[key] if key in self._previous else parse(xml, *flags)
+        self._current[key] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._previous)
+
+    def turn(self) -> None:
+        """An observation is complete: what it did not use is dropped."""
+        self._previous, self._current = self._current, {}
+
+
+def _pool(xml: str, autostart: bool) -> PoolSpec:
+    return pool_kind.parse(xml, autostart=autostart)
+
+
+def _volume(xml: str, pool: str) -> tuple[VolumeSpec, str | None]:
+    root = ET.fromstring(xml)
+    return volume_kind.parse(root, pool=pool), root.findtext("target/path")
+
+
+def _network(xml: str, autostart: bool) -> tuple[NetworkSpec, OwnerMark | None]:
+    root = ET.fromstring(xml)
+    return network_kind.parse(root, autostart=autostart), get_owner(root)
+
+
+def _domain(xml: str, autostart: bool, running: bool) -> tuple[VMSpec, OwnerMark | None]:
+    root = ET.fromstring(xml)
+    return vm_kind.parse(root, autostart=autostart, running=running), get_owner(root)
+
+
+def observe(client: Libvirt, *, memo: ParseMemo | None = None) -> Observed:
+    """The host now. With a `memo` kept between calls, definitions whose XML did not
+    change since the last call are not parsed again."""
+    memo = ParseMemo() if memo is None else memo
     objects: dict[Ref, Live] = {}
     volumes: dict[tuple[str, str], Live] = {}
     for pool in client.pools():
-        pool_spec: PoolSpec = pool_kind.parse(pool.xml, autostart=pool.autostart)
+        pool_spec = memo.get(_pool, pool.xml, pool.autostart)
         objects[Ref(Kind.POOL, pool.name)] = Live(
             Ref(Kind.POOL, pool.name), pool_spec, "active" if pool.active else "inactive", uuid=pool.uuid
         )
         for vol in pool.volumes:
-            vol_root = ET.fromstring(vol.xml)
-            vol_spec: VolumeSpec = volume_kind.parse(vol_root, pool=pool.name)
-            live = Live(Ref(Kind.VOLUME, vol.name), vol_spec, "present", path=vol_root.findtext("target/path"))
+            vol_spec, path = memo.get(_volume, vol.xml, pool.name)
+            live = Live(Ref(Kind.VOLUME, vol.name), vol_spec, "present", path=path)
             volumes[(pool.name, vol.name)] = live
             objects.setdefault(live.ref, live)
     for net in client.networks():
-        net_root = ET.fromstring(net.config_xml)
-        net_spec: NetworkSpec = network_kind.parse(net_root, autostart=net.autostart)
+        net_spec, net_owner = memo.get(_network, net.config_xml, net.autostart)
         ref = Ref(Kind.NETWORK, net.name)
-        objects[ref] = Live(
-            ref, net_spec, "active" if net.active else "inactive",
-            uuid=net.uuid, owner=get_owner(net_root),
-        )
+        objects[ref] = Live(ref, net_spec, "active" if net.active else "inactive", uuid=net.uuid, owner=net_owner)
     for dom in client.domains():
         running = dom.live_xml is not None
-        dom_root = ET.fromstring(dom.config_xml)
-        config = vm_kind.parse(dom_root, autostart=dom.autostart, running=running)
-        live_spec = vm_kind.parse(dom.live_xml, autostart=dom.autostart, running=True) if dom.live_xml else None
+        config, owner = memo.get(_domain, dom.config_xml, dom.autostart, running)
+        live_spec = memo.get(_domain, dom.live_xml, dom.autostart, True)[0] if dom.live_xml is not None else None
         ref = Ref(Kind.VM, dom.name)
         objects[ref] = Live(
-            ref, config, dom.state, uuid=dom.uuid,
-            owner=get_owner(dom_root), live=live_spec, persistent=dom.persistent,
+            ref, config, dom.state, uuid=dom.uuid, owner=owner, live=live_spec, persistent=dom.persistent,
         )
+    memo.turn()
     return Observed(host=client.host(), objects=objects, volumes=volumes)

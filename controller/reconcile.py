@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from controller.adapter import Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, PlanChanged, Problem
 from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
-from controller.observe import Observed, observe
+from controller.observe import Observed, ParseMemo, observe
 from controller.plan import Plan, Policy, plan
 from controller.state import StateStore
 
@@ -31,6 +31,9 @@ class Session:
     config: Config
     client: Libvirt
     store: StateStore
+    # parsed definitions kept between observations: the daemon's passes over an
+    # unchanged host parse nothing again
+    memo: ParseMemo = field(default_factory=ParseMemo)
 
     @classmethod
     def open(cls, config: Config) -> Session:
@@ -67,7 +70,7 @@ class Session:
         entries = self.store.journal()
         if not entries:
             return []
-        observed = observe(self.client)
+        observed = observe(self.client, memo=self.memo)
         owned = self.store.owned()
         lines = []
         for entry in entries:
@@ -113,7 +116,7 @@ class Session:
         problems = paths_outside(desired, self.config.state_dir)
         if problems:
             raise ManifestInvalid(problems)
-        observed = observe(self.client)
+        observed = observe(self.client, memo=self.memo)
         return plan(desired, observed, self.store.owned(), policy=policy), observed
 
 

@@ -29,14 +29,24 @@ def load_cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], part
     `delete -f` after `apply -f` of the same files is a hit; not the other way round."""
     key = _key(paths)
     path = Path(cache_dir) / CACHE_FILE
-    cached = filecache.read(path, key)
-    if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[1], Desired) \
-            and (partial or not cached[0]):
-        return cached[1]
+    cached = _last.get(path)             # a daemon's passes: the same process, nothing to unpickle
+    if cached is None or cached[0] != key:
+        found = filecache.read(path, key)
+        cached = (key, found) if found is not None else None
+    if cached is not None and isinstance(cached[1], tuple) and len(cached[1]) == 2 \
+            and isinstance(cached[1][1], Desired) and (partial or not cached[1][0]):
+        _last[path] = cached
+        return cached[1][1]
     desired = load(paths, partial=partial)
     desired.hashes    # noqa: B018 - computed now, so that the cache keeps them too
+    desired.by_ref()  # the same for the index by reference
     filecache.write(path, key, (partial, desired))
+    _last[path] = (key, (partial, desired))
     return desired
+
+
+# The last load per cache file in this process: (key, (partial, desired)).
+_last: dict[Path, tuple[str, tuple[bool, Desired]]] = {}
 
 
 def _key(paths: Sequence[str]) -> str:
