@@ -194,6 +194,7 @@ class Libvirt:
         self.mutations = 0
         self._lock = threading.Lock()
         self._network_inactive_flag = True
+        self._stats_call = True          # getAllDomainStats(STATE, NOWAIT): libvirt >= 4.5
         with _mapped():
             self._conn = libvirt.open(uri)
 
@@ -248,9 +249,7 @@ class Libvirt:
             libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         if not doms:
             return []
-        states = {dom.name(): stats.get("state.state") for dom, stats in
-                  conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE,
-                                         libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)}
+        states = self._domain_states()
         records = []
         for dom in doms:
             name = dom.name()
@@ -266,6 +265,19 @@ class Libvirt:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
         return records
+
+    def _domain_states(self) -> dict[str, int | None]:
+        """Every domain's state in one call; empty (each domain is then asked on its
+        own) from a libvirt that does not have the call or its flag."""
+        if self._stats_call:
+            try:
+                return {dom.name(): stats.get("state.state") for dom, stats in self._conn.getAllDomainStats(
+                    libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)}
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                    raise
+                self._stats_call = False
+        return {}
 
     def _domain_record(self, dom: Any, state: int, persistent: bool, autostart: bool) -> DomainRecord:
         active = state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_NOSTATE)

@@ -98,3 +98,21 @@ def test_a_domain_missing_from_the_batched_states_is_asked_on_its_own(
     monkeypatch.setattr(conn, "getAllDomainStats", lambda *_args: partial)
     assert {d.name: (d.state, d.live_xml is not None) for d in client.domains()} == {
         "test": ("running", True), "t-other": ("running", True)}
+
+
+def test_a_libvirt_without_batched_states_is_asked_domain_by_domain(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unsupported(libvirt.libvirtError):
+        def get_error_code(self) -> int:
+            return libvirt.VIR_ERR_NO_SUPPORT
+
+    calls = []
+
+    def no_stats(*_args: object) -> None:
+        calls.append(1)
+        raise Unsupported("this version of libvirt does not support the operation")
+
+    monkeypatch.setattr(client._conn, "getAllDomainStats", no_stats)
+    for _ in range(2):
+        assert [(d.name, d.state) for d in client.domains()] == [("test", "running")]
+    assert calls == [1], "an unsupported call is not tried again on every observation"
