@@ -31,11 +31,11 @@ def read(path: Path, key: str) -> Any | None:
     return None
 
 
-def write(path: Path, key: str, value: Any) -> None:
+def write(path: Path, key: str, value: Any) -> bool:
     """Keep `value` under `key`, if the state directory (path's grandparent) exists:
-    a cache never creates it."""
+    a cache never creates it. Whether it was kept."""
     if not path.parent.parent.is_dir():
-        return
+        return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -48,3 +48,5 @@ def write(path: Path, key: str, value: Any) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+        return False
+    return True

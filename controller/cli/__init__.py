@@ -152,6 +152,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from controller.cli import output
+    from controller.manifest.cache import save_unsaved
     from controller.plan import Disruption, Policy
     from controller.reconcile import Session, apply
     from controller.state import exclusive
@@ -164,6 +165,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
     with exclusive(config.state_dir), Session.open(config) as session:
+        save_unsaved()   # the state directory exists now: a first apply keeps its manifests too
         for line in session.recover():
             print(line, file=sys.stderr)
         everything, suspended = session.store.suspended()

@@ -40,13 +40,23 @@ def load_cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], part
     desired = load(paths, partial=partial)
     desired.hashes    # noqa: B018 - computed now, so that the cache keeps them too
     desired.by_ref()  # the same for the index by reference
-    filecache.write(path, key, (partial, desired))
     _last[path] = (key, (partial, desired))
+    if not filecache.write(path, key, (partial, desired)):
+        _unsaved[path] = _last[path]
     return desired
+
+
+def save_unsaved() -> None:
+    """Keep the loads made before their state directory existed (a first `apply`
+    loads its manifests before it creates the directory), now that it does."""
+    for path, (key, value) in list(_unsaved.items()):
+        if filecache.write(path, key, value):
+            del _unsaved[path]
 
 
 # The last load per cache file in this process: (key, (partial, desired)).
 _last: dict[Path, tuple[str, tuple[bool, Desired]]] = {}
+_unsaved: dict[Path, tuple[str, tuple[bool, Desired]]] = {}
 
 
 def _key(paths: Sequence[str]) -> str:

@@ -184,3 +184,18 @@ def test_a_complete_load_in_the_cache_serves_a_partial_one_not_the_reverse(
     with pytest.raises(ManifestInvalid, match="elsewhere"):
         cache.load_cached([str(specs)], cache_dir=state / "cache")
     assert loads == [{"partial": False}, {"partial": True}, {"partial": False}]
+
+
+def test_a_load_made_before_the_state_directory_existed_is_kept_once_it_does(tmp_path: Path) -> None:
+    """A first `apply` loads its manifests before it creates the state directory: the
+    load is kept once the directory is there, so the next command reads the cache."""
+    from controller import filecache
+    from controller.manifest import cache
+
+    specs, state = tmp_path / "specs", tmp_path / "state"
+    write(specs, "p.yaml", POOL.format(name="a"))
+    loaded = cache.load_cached([str(specs)], cache_dir=state / "cache")
+    assert not state.exists(), "a cache never creates the state directory"
+    state.mkdir()
+    cache.save_unsaved()
+    assert filecache.read(state / "cache" / cache.CACHE_FILE, cache._key([str(specs)])) == (False, loaded)
