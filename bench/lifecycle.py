@@ -166,11 +166,6 @@ def profiles(n: int) -> dict[str, str]:
     try:
         for title, command in ((f"cold `iaasctl apply`, {n} VM(s)", ["apply", "-f", str(tmp / "specs"), "--yes"]),
                                (f"no-op `iaasctl plan`, {n} VM(s)", plan)):
-            if command is plan:
-                # the cold apply could not keep the manifest cache (its state directory did
-                # not exist yet when it loaded): one plan fills it, as any later command would
-                subprocess.run([PYTHON, "-m", "controller", *base, *plan], env=env, cwd=REPO,
-                               capture_output=True, check=False)
             stats = tmp / "profile.out"
             subprocess.run([PYTHON, "-m", "cProfile", "-o", str(stats), "-m", "controller", *base, *command],
                            env=env, cwd=REPO, capture_output=True, check=True)
