@@ -11,12 +11,15 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from controller import __version__, errors
 from controller.cli import control
 from controller.config import Config, load_config
 from controller.model import Desired, Kind, Ref, parse_kind
+
+if TYPE_CHECKING:
+    from controller.reconcile import Session
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -114,6 +117,18 @@ def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None 
     return load_cached(list(paths), cache_dir=os.path.join(config.state_dir, "cache"), partial=partial)
 
 
+def _session(config: Config) -> Session:
+    """The host and the state store for a command that loaded manifests first: the
+    load is kept in the cache now if the state directory did not exist before (a
+    first `plan` or `apply` loads before the session creates it)."""
+    from controller.manifest.cache import save_unsaved
+    from controller.reconcile import Session
+
+    session = Session.open(config)
+    save_unsaved()
+    return session
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from controller.reconcile import paths_outside
 
@@ -132,12 +147,11 @@ def _plural(count: int, noun: str) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from controller.cli import output
     from controller.plan import Policy
-    from controller.reconcile import Session
 
     config = _config(args)
     desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
-    with Session.open(config) as session:
+    with _session(config) as session:
         the_plan, _ = session.plan(desired, policy=policy)
     if getattr(args, "output", "text") == "json":
         output.dump(output.plan_document(the_plan), "json")
@@ -152,9 +166,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from controller.cli import output
-    from controller.manifest.cache import save_unsaved
     from controller.plan import Disruption, Policy
-    from controller.reconcile import Session, apply
+    from controller.reconcile import apply
     from controller.state import exclusive
 
     if args.dry_run:
@@ -164,8 +177,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
-    with exclusive(config.state_dir), Session.open(config) as session:
-        save_unsaved()   # the state directory exists now: a first apply keeps its manifests too
+    with exclusive(config.state_dir), _session(config) as session:
         for line in session.recover():
             print(line, file=sys.stderr)
         everything, suspended = session.store.suspended()
@@ -208,14 +220,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from controller.cli import output
     from controller.model import ref_of
     from controller.plan import Policy
-    from controller.reconcile import Session, apply
+    from controller.reconcile import apply
     from controller.state import exclusive
 
     config = _config(args)
     declared = _load(args.paths, partial=True, config=config)  # one file of a stack may name objects of others
     nothing = Desired(specs=(), roots=(os.sep,))
     policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
-    with exclusive(config.state_dir), Session.open(config) as session:
+    with exclusive(config.state_dir), _session(config) as session:
         for line in session.recover():
             print(line, file=sys.stderr)
         preview, observed = session.plan(nothing, policy=policy)
