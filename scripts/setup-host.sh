@@ -19,6 +19,7 @@ PACKAGES=(
   dnsmasq-base iptables iproute2 ethtool          # libvirt NAT networks
   libvirt-dev pkg-config gcc python3-venv python3-dev  # builds libvirt-python
   busybox-static cpio gzip genisoimage xorriso    # test guest + cloud-init seed ISOs
+  tini                                            # reaps qemu for libvirtd without systemd
 )
 
 # --- 1. Debian packages --------------------------------------------------------
@@ -79,14 +80,26 @@ if [ -d /run/systemd/system ]; then
 else
   # No systemd (containers, CI): start the daemons ourselves, virtlogd first
   # (qemu's serial/console logs go through it).
-  for d in virtlogd libvirtd; do
-    if running "$d" || { [ "$d" = libvirtd ] && virsh -c "$URI" version >/dev/null 2>&1; }; then
-      log "$d already running"
-    else
-      log "starting $d -d"
-      "$d" -d || log "WARNING: $d -d failed"   # the wait below reports the outcome
-    fi
-  done
+  if running virtlogd; then
+    log "virtlogd already running"
+  else
+    log "starting virtlogd -d"
+    virtlogd -d || log "WARNING: virtlogd -d failed"
+  fi
+  # libvirtd daemonizes qemu and dnsmasq, so they are orphans: when one exits, only
+  # whoever reaps orphans lets libvirt see it gone. systemd does at once; the PID 1 of
+  # a container or micro-VM may not (on these machines it reaps every 2 s, and each
+  # `virsh destroy` waited that long). Under `tini -s` (a subreaper) they are reaped
+  # at once, as on a systemd host.
+  if running libvirtd || virsh -c "$URI" version >/dev/null 2>&1; then
+    log "libvirtd already running"
+    parent=$(ps -o ppid= -p "$(cat /run/libvirtd.pid 2>/dev/null || echo 1)" 2>/dev/null | tr -d ' ')
+    [ "$parent" = 1 ] && log "note: libvirtd runs without a subreaper; stop it and run this again to start it under tini"
+  else
+    log "starting libvirtd under tini -s"
+    mkdir -p /var/log/libvirt
+    setsid tini -s -- libvirtd </dev/null >>/var/log/libvirt/libvirtd-stdio.log 2>&1 &
+  fi
 fi
 log "waiting for libvirtd at $URI"
 for i in $(seq 60); do
