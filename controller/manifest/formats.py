@@ -10,15 +10,18 @@ Used by stage 2 (`schema`); `explain` is also how `schema` words a failing
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import re
 from collections.abc import Callable
-
-from jsonschema import FormatChecker
+from typing import TYPE_CHECKING
 
 from controller.manifest.located import shown
 from controller.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from jsonschema import FormatChecker
 
 NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 NAME_MAX = 63
@@ -176,6 +179,8 @@ CHECKS: dict[str, Callable[[object], None]] = {
 
 def checker() -> FormatChecker:
     """A FormatChecker that knows exactly the formats above."""
+    from jsonschema import FormatChecker
+
     format_checker = FormatChecker(formats=())
     for name, check in CHECKS.items():
         format_checker.checks(name, raises=ValueError)(_passing(check))
@@ -190,6 +195,20 @@ def _passing(check: Callable[[object], None]) -> Callable[[object], bool]:
         return True
 
     return run
+
+
+@functools.cache
+def predicates() -> dict[str, Callable[[object], bool]]:
+    """The checks as the compiled schema checks call them: True for a valid value."""
+    return {name: functools.partial(_holds, check) for name, check in CHECKS.items()}
+
+
+def _holds(check: Callable[[object], None], value: object) -> bool:
+    try:
+        check(value)
+    except ValueError:
+        return False
+    return True
 
 
 def explain(format_name: str, value: object) -> str | None:
