@@ -110,3 +110,31 @@ def test_conditions_keep_their_transition_time_until_they_flip(tmp_path: Path) -
     (flipped,) = store.conditions(ref)
     assert flipped.since >= first.since and (flipped.status, flipped.reason) == (False, "Failed")
     store.close()
+
+
+def test_a_database_from_an_older_version_gets_the_new_tables_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Tables are made only when the database's user_version is not this version's:
+    one made before a table existed (here: with the core tables only) is brought up
+    to date, its records kept."""
+    import sqlite3
+
+    from controller.state import core
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(core.SCHEMA)
+    old.execute("INSERT INTO objects (kind, name, source, owned_since, updated) VALUES ('VirtualMachine', 'web', "
+                "'/srv/web.yaml', 1, 1)")
+    old.commit()
+    old.close()
+    store = StateStore(tmp_path)
+    try:
+        assert Ref(Kind.VM, "web") in store.owned()
+        store.suspend(Ref(Kind.VM, "web"))            # a table the old database did not have
+        assert store.suspended()[1] == {Ref(Kind.VM, "web")}
+    finally:
+        store.close()
+    again = StateStore(tmp_path)
+    try:
+        assert again.suspended()[1] == {Ref(Kind.VM, "web")}
+    finally:
+        again.close()
