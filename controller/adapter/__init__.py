@@ -195,6 +195,7 @@ class Libvirt:
         self._lock = threading.Lock()
         self._network_inactive_flag = True
         self._stats_call = True          # getAllDomainStats(STATE, NOWAIT): libvirt >= 4.5
+        self._static: tuple[str, tuple[str, ...], str] | None = None   # see host()
         with _mapped():
             self._conn = libvirt.open(uri)
 
@@ -215,6 +216,15 @@ class Libvirt:
     @_reading
     def host(self) -> HostRecord:
         info = self._conn.getInfo()
+        if self._static is None:
+            # What the capabilities say (and the host name, the driver) does not change
+            # while the connection lasts; reading and parsing them is most of this call.
+            self._static = (self._conn.getHostname(), self._domain_types(), self._conn.getType())
+        hostname, types, driver = self._static
+        return HostRecord(hostname=hostname, cpus=int(info[2]), memory=int(info[1]) << 20,
+                          domain_types=types, driver=driver)
+
+    def _domain_types(self) -> tuple[str, ...]:
         caps = ET.fromstring(self._conn.getCapabilities())
         types: list[str] = []
         for guest in caps.findall("guest"):
@@ -224,13 +234,7 @@ class Libvirt:
                 kind = dom.get("type")
                 if kind and kind not in types:
                     types.append(kind)
-        return HostRecord(
-            hostname=self._conn.getHostname(),
-            cpus=int(info[2]),
-            memory=int(info[1]) << 20,
-            domain_types=tuple(types),
-            driver=self._conn.getType(),
-        )
+        return tuple(types)
 
     # -- observation: batched list-all calls, one XML read per object ----------
     #
