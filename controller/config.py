@@ -23,6 +23,8 @@ CONFIG_CACHE = "config.cache"
 
 @dataclass(frozen=True)
 class Config:
+    """The controller's settings as load_config() resolves them; every duration is in seconds."""
+
     connect: str = "qemu:///system"
     state_dir: str = DEFAULT_STATE_DIR
     domain_type: str = "auto"

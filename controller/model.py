@@ -61,6 +61,8 @@ class Source:
 
 @dataclass(frozen=True)
 class Meta:
+    """A document's metadata: its name, where it was written, its labels and its safety switches."""
+
     name: str
     source: Source
     labels: tuple[tuple[str, str], ...] = ()
@@ -78,6 +80,8 @@ class Meta:
 
 @dataclass(frozen=True)
 class PoolSpec:
+    """A directory storage pool: where its volumes are kept on the host."""
+
     meta: Meta
     path: str
     type: str = "dir"
@@ -87,6 +91,9 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class VolumeSpec:
+    """A disk image in a pool, `size` in bytes; optionally a copy-on-write clone
+    of another managed volume or of a base image file."""
+
     meta: Meta
     pool: str
     size: int
@@ -98,6 +105,8 @@ class VolumeSpec:
 
 @dataclass(frozen=True)
 class DhcpHost:
+    """A static DHCP reservation of a network: the guest with this MAC gets this address."""
+
     mac: str                               # lower case, colon separated
     ip: str
     hostname: str | None = None
@@ -105,6 +114,8 @@ class DhcpHost:
 
 @dataclass(frozen=True)
 class IPv4Spec:
+    """A network's IPv4 address plan: subnet, gateway, DHCP range (None: no range) and reservations."""
+
     cidr: str                              # network address / prefix, e.g. 10.10.0.0/24
     gateway: str                           # host side address (first address unless given)
     dhcp_start: str | None = None
@@ -114,6 +125,8 @@ class IPv4Spec:
 
 @dataclass(frozen=True)
 class NetworkSpec:
+    """A libvirt virtual network, with its forwarding mode and optional IPv4 address plan."""
+
     meta: Meta
     mode: str                              # nat | isolated | routed | bridge
     bridge: str | None = None              # None: libvirt generates one
@@ -125,6 +138,9 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class DiskSpec:
+    """One disk of a VM: a managed volume by name. Read back from the host, a disk that is not
+    a volume is spelled like `file:/its/path`, so that it shows up as a difference."""
+
     volume: str
     bus: str = "virtio"                    # virtio | sata | scsi
     boot_order: int | None = None
@@ -132,6 +148,8 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class NicSpec:
+    """One network interface of a VM: an entry of `spec.networks` in the manifest."""
+
     network: str
     mac: str | None = None                 # None: libvirt generates one, kept once assigned
     model: str = "virtio"
@@ -139,6 +157,8 @@ class NicSpec:
 
 @dataclass(frozen=True)
 class BootSpec:
+    """Direct kernel boot: host paths of the kernel and initrd, and the kernel command line."""
+
     kernel: str
     initrd: str | None = None
     cmdline: str | None = None
@@ -146,6 +166,9 @@ class BootSpec:
 
 @dataclass(frozen=True)
 class VMSpec:
+    """A virtual machine, `memory` in bytes. Also the shape in which observe reads a domain's
+    persistent and running definitions back from the host."""
+
     meta: Meta
     vcpus: int
     memory: int

@@ -45,6 +45,8 @@ class Live:
 
 @dataclass(frozen=True)
 class Observed:
+    """What the host has now: the host and every object on it, in the shape of the specs."""
+
     host: HostRecord
     objects: Mapping[Ref, Live] = field(default_factory=dict)
     # Volume names are unique per pool, not per host: every volume, by (pool, name).

@@ -70,6 +70,8 @@ class Disruption(enum.Enum):
 
 @dataclass(frozen=True)
 class Change:
+    """One thing execute will do to one object, with the fields that differ and a reason for people."""
+
     ref: Ref
     action: Action
     reason: str
@@ -85,12 +87,16 @@ class Change:
 
 @dataclass(frozen=True)
 class Refusal:
+    """A change the safety rules forbid: reported, never carried out."""
+
     ref: Ref
     message: str                           # starts with file:line: path when a manifest line is known
 
 
 @dataclass(frozen=True)
 class Note:
+    """A fact about an object that is not a change, such as a restart the manifest does not allow."""
+
     ref: Ref
     reason: str                            # a condition name, e.g. RestartRequired
     message: str
@@ -98,6 +104,8 @@ class Note:
 
 @dataclass(frozen=True)
 class Plan:
+    """What plan() found: the changes to make, the refusals and the notes."""
+
     changes: tuple[Change, ...] = ()
     refusals: tuple[Refusal, ...] = ()
     notes: tuple[Note, ...] = ()
@@ -139,6 +147,9 @@ class Plan:
 
 @dataclass(frozen=True)
 class Policy:
+    """What a run may do beyond converging: the switches of the command line and, for
+    `iaasctl delete`, the only objects it may delete."""
+
     adopt: bool = False                    # take over same-named objects the controller does not own
     allow_mass_delete: bool = False
     prune: bool = True                     # delete owned objects whose manifests are gone

@@ -149,6 +149,8 @@ def _host_paths(spec: Spec) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What one apply did, and what a plan made right after it still shows (`remaining`)."""
+
     plan: Plan                 # what was executed
     outcomes: list[Outcome]
     remaining: Plan            # what a plan right after the apply still shows (held objects left out)

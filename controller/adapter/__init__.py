@@ -132,6 +132,8 @@ _DOMAIN_STATES = {
 
 @dataclass(frozen=True)
 class DomainRecord:
+    """One domain as libvirt reports it; `state` is spelled as `virsh domstate` spells it."""
+
     name: str
     uuid: str
     state: str
@@ -143,6 +145,8 @@ class DomainRecord:
 
 @dataclass(frozen=True)
 class NetworkRecord:
+    """One network as libvirt reports it; `config_xml` is its persistent definition when it has one."""
+
     name: str
     uuid: str
     active: bool
@@ -153,6 +157,8 @@ class NetworkRecord:
 
 @dataclass(frozen=True)
 class VolumeRecord:
+    """One storage volume as libvirt reports it; its name is unique only within its pool."""
+
     pool: str
     name: str
     xml: str                 # its path is in it (target/path)
@@ -160,6 +166,8 @@ class VolumeRecord:
 
 @dataclass(frozen=True)
 class PoolRecord:
+    """One storage pool as libvirt reports it, with its volumes (none are listed while it is inactive)."""
+
     name: str
     uuid: str
     active: bool
@@ -170,6 +178,8 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class HostRecord:
+    """The host behind the connection: its size, its driver and the guest types it offers."""
+
     hostname: str
     cpus: int
     memory: int                        # bytes

@@ -18,6 +18,8 @@ from controller.model import Ref
 
 @dataclass(frozen=True)
 class Retry:
+    """One resource's failures so far, and when it may be attempted again."""
+
     failures: int
     next_at: float | None        # monotonic; None when permanent
     generation: str | None       # the spec hash that failed

@@ -24,6 +24,8 @@ from controller.reconcile import ApplyResult
 
 @dataclass(frozen=True)
 class CondValue:
+    """The value of one condition: whether it holds, a CamelCase reason and a message for people."""
+
     status: bool
     reason: str
     message: str
@@ -31,6 +33,8 @@ class CondValue:
 
 @dataclass(frozen=True)
 class PassFacts:
+    """What one daemon pass planned, did and saw: everything conditions() decides from."""
+
     result: ApplyResult
     suspended: frozenset[Ref]
     held_files: frozenset[Ref]          # from a broken manifest

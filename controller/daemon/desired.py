@@ -25,6 +25,8 @@ from controller.reconcile import paths_outside
 
 @dataclass(frozen=True)
 class Loaded:
+    """The manifests as the daemon loaded them: the valid specs, the objects held as they are and why."""
+
     desired: Desired
     held: frozenset[Ref]                      # objects of broken files, and what depends on missing ones
     problems: tuple[Problem, ...] = ()

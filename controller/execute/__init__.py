@@ -24,6 +24,8 @@ from controller.plan import Action, Change, Plan
 
 @dataclass(frozen=True)
 class Outcome:
+    """How one change of the plan went; `transient` failures may succeed when retried."""
+
     change: Change
     ok: bool
     error: str | None = None

@@ -30,6 +30,9 @@ from controller.state import StateStore
 
 @dataclass(frozen=True)
 class StepContext:
+    """What the steps need besides the change: the connection, the state store, the run's
+    manifests and the host settings. Made by reconcile.apply for one execution."""
+
     client: Libvirt
     store: StateStore
     desired: Desired

@@ -31,6 +31,9 @@ class UpdateMode(enum.Enum):
 
 @dataclass(frozen=True)
 class FieldDiff:
+    """One field that differs: `old` is what the host has, `new` what the manifest says,
+    both as shown to the user, and `mode` how the difference can be applied."""
+
     path: str
     old: Any
     new: Any

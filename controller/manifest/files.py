@@ -24,6 +24,8 @@ SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class ManifestFile:
+    """One manifest file's text, read within the size limit but not yet parsed."""
+
     name: str        # as the user spelled it (the given path, joined with what lies below it)
     text: str
 

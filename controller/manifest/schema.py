@@ -123,6 +123,8 @@ def accepts(value: Any, kind: Kind) -> bool:
 
 @dataclass(frozen=True)
 class _Finding:
+    """One schema finding, with the path it is about; a type finding hides the others at its path."""
+
     at: JsonPath          # the instance the finding is about (for dedup and `skip`)
     problem: Problem
     is_type: bool = False

@@ -33,6 +33,9 @@ _ALL = "*"   # kind and name of the global suspension
 
 @dataclass(frozen=True)
 class JournalEntry:
+    """A multi-step operation begun and not yet finished; one left by a crash is finished by
+    Session.recover."""
+
     id: int
     ref: Ref
     action: str

@@ -70,6 +70,9 @@ HISTORY_LIMIT = 500  # runs kept; older ones (and their changes) are dropped
 
 @dataclass(frozen=True)
 class ObjectStatus:
+    """What the state store records about one owned object, for `get` and `describe`;
+    `spec` is the document last applied, times are Unix seconds."""
+
     ref: Ref
     uuid: str | None
     source: str
@@ -83,6 +86,8 @@ class ObjectStatus:
 
 @dataclass(frozen=True)
 class ChangeRecord:
+    """One change of a past run, from the store's history; `at` is in Unix seconds."""
+
     run_id: int
     ref: Ref
     action: str

@@ -37,6 +37,8 @@ CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Drifted", "RestartRequire
 
 @dataclass(frozen=True)
 class Condition:
+    """One Kubernetes-style condition of a resource (Ready, Stalled, ...) as the daemon last set it."""
+
     type: str
     status: bool
     reason: str
@@ -46,6 +48,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class ResourceStatus:
+    """The daemon's progress on one resource: the generations wanted and reached, and its retries."""
+
     ref: Ref
     generation: str | None           # hash of the spec the manifests ask for
     observed_generation: str | None  # hash of the spec the controller last converged
@@ -57,6 +61,8 @@ class ResourceStatus:
 
 @dataclass(frozen=True)
 class Event:
+    """Something that happened to a resource, for `iaasctl events` and `describe`; `at` is wall-clock time."""
+
     at: float
     ref: Ref
     type: str              # Normal | Warning
