@@ -78,7 +78,21 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     info["python"] = sys.version.split()[0]
+    info["qemu_reaped_by"] = _reaper()
     return info
+
+
+def _reaper() -> str:
+    """Who reaps QEMU when it exits: libvirtd's parent (QEMU is daemonized, an orphan
+    of it). PID 1 that is not systemd may do it late, and then every domain destroy
+    waits for it (scripts/start-libvirt.sh), which the figures would include."""
+    try:
+        pid = Path("/run/libvirtd.pid").read_text().strip()
+        parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        name = Path(f"/proc/{parent}/comm").read_text().strip()
+    except (OSError, IndexError):
+        return "unknown"
+    return f"{name} (pid {parent}{', the init' if parent == '1' else ', a subreaper'})"
 
 
 def write_report(out: Path, sections: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.realhost.conftest import GUEST, PREFIX, URI, Host, wait_for
 
+REPO = Path(__file__).resolve().parents[2]
 VM = f"{PREFIX}dvm"
 NET = f"{PREFIX}dnet"
 
@@ -187,10 +188,9 @@ def libvirtd_pid() -> int | None:
 
 
 def restart_libvirtd() -> None:
-    if os.path.isdir("/run/systemd/system"):
-        subprocess.run(["systemctl", "start", "libvirtd"], check=True)
-    else:
-        subprocess.run(["libvirtd", "-d"], check=True)
+    """As setup-host.sh starts it (under a subreaper without systemd, so that later tests'
+    destroys are not slowed down by an init that reaps QEMU late)."""
+    subprocess.run(["bash", str(REPO / "scripts" / "start-libvirt.sh")], check=True, stdin=subprocess.DEVNULL)
     wait_for("libvirtd answering again", lambda: subprocess.run(
         ["virsh", "-c", URI, "version"], capture_output=True, check=False).returncode == 0, timeout=30)
 
