@@ -26,6 +26,7 @@ from bench import lifecycle
 from bench.common import PYTHON, environment, iaasctl_cmd
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+TIMEOUT = 60.0
 SETTLE = 2.0      # seconds between two destroy samples
 
 FLOOR_HANDLER = """
@@ -52,25 +53,50 @@ def _running(conn: libvirt.virConnect, name: str) -> bool:
 
 def _destroy_to_running(conn: libvirt.virConnect, name: str) -> float:
     dom = conn.lookupByName(name)
+    # A guest counts as running as soon as QEMU is up, but libvirt's start job goes on;
+    # on a host this busy it can outlast SETTLE, and a destroy then fails that start.
+    waited = time.perf_counter()
+    while dom.controlInfo()[0] != libvirt.VIR_DOMAIN_CONTROL_OK:
+        if time.perf_counter() - waited > TIMEOUT:
+            raise RuntimeError(f"{name}: libvirt still busy with it after {TIMEOUT:.0f} s")
+        time.sleep(0.05)
     started = time.perf_counter()
     dom.destroy()
     while not _running(conn, name):
-        if time.perf_counter() - started > 60:
-            raise RuntimeError(f"{name} was not started again within 60 s")
+        if time.perf_counter() - started > TIMEOUT:
+            raise RuntimeError(f"{name} was not started again within {TIMEOUT:.0f} s "
+                               f"(state {conn.lookupByName(name).state(0)})")
         time.sleep(0.002)
     return time.perf_counter() - started
 
 
-def _destroy_samples(conn: libvirt.virConnect, names: list[str], repeats: int) -> list[float]:
-    """One isolated out-of-band destroy at a time: each sample starts once the previous
+def _floor_sample(conn: libvirt.virConnect, name: str, daemon: subprocess.Popen[bytes]) -> float:
+    """One destroy healed by the floor's handler, with iaasctl paused meanwhile."""
+    daemon.send_signal(signal.SIGSTOP)
+    handler = subprocess.Popen([PYTHON, "-c", FLOOR_HANDLER, lifecycle.PREFIX], stdout=subprocess.PIPE, text=True)
+    try:
+        assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
+        return _destroy_to_running(conn, name)
+    finally:
+        handler.kill()
+        handler.wait()
+        daemon.send_signal(signal.SIGCONT)
+
+
+def _destroy_samples(conn: libvirt.virConnect, names: list[str], repeats: int,
+                     daemon: subprocess.Popen[bytes]) -> tuple[list[float], list[float]]:
+    """Out-of-band destroys healed by iaasctl and by the floor, alternately (the host gets
+    quieter as the guests finish booting, so taking one side's samples first would
+    favour the other), each on a VM of its own. Each sample starts once the previous
     one has settled (the daemon's pass after its own start, the guest's first boot
-    steps), for both sides alike, so that a sample measures one event's handling and
-    not the tail of the previous one."""
-    samples = []
+    steps), so that it measures one event's handling and not the tail of the previous one."""
+    heal, floor = [], []
     for i in range(repeats):
-        samples.append(_destroy_to_running(conn, names[i % len(names)]))
+        heal.append(_destroy_to_running(conn, names[(2 * i) % len(names)]))
         time.sleep(SETTLE)
-    return samples
+        floor.append(_floor_sample(conn, names[(2 * i + 1) % len(names)], daemon))
+        time.sleep(SETTLE)
+    return heal, floor
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -135,16 +161,7 @@ def run(n: int, idle_seconds: float, repeats: int) -> dict[str, Any]:
         result["save_to_pass_start_s"] = {"median": statistics.median(latencies), "samples": latencies,
                                           "target_s": 0.5}
 
-        heal = _destroy_samples(conn, names, repeats)
-        daemon.send_signal(signal.SIGSTOP)              # the floor heals alone while iaasctl is paused
-        floor_proc = subprocess.Popen([PYTHON, "-c", FLOOR_HANDLER, lifecycle.PREFIX], stdout=subprocess.PIPE,
-                                      text=True)
-        try:
-            assert floor_proc.stdout is not None and floor_proc.stdout.readline().strip() == "ready"
-            floor = _destroy_samples(conn, names, repeats)
-        finally:
-            floor_proc.kill()
-            daemon.send_signal(signal.SIGCONT)
+        heal, floor = _destroy_samples(conn, names, repeats, daemon)
         result["destroy_to_running_s"] = {"median": statistics.median(heal), "samples": heal,
                                           "floor_median": statistics.median(floor), "floor_samples": floor,
                                           "ratio": statistics.median(heal) / statistics.median(floor),
