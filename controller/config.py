@@ -28,7 +28,7 @@ class Config:
     connect: str = "qemu:///system"
     state_dir: str = DEFAULT_STATE_DIR
     domain_type: str = "auto"
-    parallelism: int = 4
+    parallelism: int = 8             # measured: docs/performance.md ("parallelism")
     shutdown_timeout: float = 60.0
     console_log_dir: str = "/var/log/libvirt/qemu"
     # the daemon (iaasctl run)

@@ -37,7 +37,7 @@ class Outcome:
 Progress = Callable[[Change, "Outcome | None"], None]  # called with None when a change starts
 
 
-def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 4, progress: Progress | None = None) -> list[Outcome]:
+def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 8, progress: Progress | None = None) -> list[Outcome]:
     # A delete that waits for another kind of change (a VM letting go of a disk) runs
     # with the second phase, after that change.
     later = {c.ref for c in plan.changes if c.action is not Action.DELETE}

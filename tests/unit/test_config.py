@@ -31,8 +31,8 @@ def test_defaults() -> None:
 
 def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "config.yaml"
-    file.write_text("connect: test:///default\ndomain_type: qemu\nparallelism: 8\nstate_dir: /srv/state\n")
-    assert load_config(str(file)) == Config(connect="test:///default", domain_type="qemu", parallelism=8,
+    file.write_text("connect: test:///default\ndomain_type: qemu\nparallelism: 6\nstate_dir: /srv/state\n")
+    assert load_config(str(file)) == Config(connect="test:///default", domain_type="qemu", parallelism=6,
                                             state_dir="/srv/state")
     monkeypatch.setenv("IAASCTL_CONNECT", "qemu+ssh://host/system")
     monkeypatch.setenv("IAASCTL_DOMAIN_TYPE", "kvm")
@@ -61,8 +61,8 @@ def test_a_config_file_is_parsed_once_per_content(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     file = tmp_path / "config.yaml"
-    file.write_text("parallelism: 8\n")
-    assert _load_in_a_fresh_process(file, state) == (dict(asdict(Config()), parallelism=8, state_dir=str(state)),
+    file.write_text("parallelism: 6\n")
+    assert _load_in_a_fresh_process(file, state) == (dict(asdict(Config()), parallelism=6, state_dir=str(state)),
                                                      True)
     assert (state / "cache" / "config.cache").stat().st_mode & 0o777 == 0o600
     assert _load_in_a_fresh_process(file, state)[1] is False
