@@ -63,13 +63,19 @@ def virsh(*args: str, check: bool = True) -> str:
 
 
 def domain(name: str) -> tuple[bool, bool, int]:
-    """(defined, running, persistent memory KiB) of a domain, without keeping a connection."""
+    """(defined, running, persistent memory KiB) of a domain, without keeping a connection.
+
+    Running means started and settled: libvirt calls a domain active from the moment its
+    QEMU process exists, and a `virsh destroy` sent while the start job is still running
+    makes that start fail instead of stopping a running VM."""
     conn = libvirt.open(URI)
     try:
         dom = conn.lookupByName(name)
         config = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         memory = int(config.split("<memory unit='KiB'>")[1].split("<")[0])
-        return True, bool(dom.isActive()), memory
+        running = (dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+                   and dom.controlInfo()[0] == libvirt.VIR_DOMAIN_CONTROL_OK)
+        return True, running, memory
     except libvirt.libvirtError:
         return False, False, 0
     finally:
