@@ -21,7 +21,7 @@ from controller.plan import Plan, Policy, plan
 from controller.state import StateStore
 
 if TYPE_CHECKING:   # execute is imported when there is something to execute: `plan` never needs it
-    from controller.execute import Outcome, Progress
+    from controller.execute import Background, Outcome, Progress
 
 
 @dataclass
@@ -157,26 +157,33 @@ class ApplyResult:
     full: Plan                 # the plan before held objects were taken out
     waiting: frozenset[Ref] = frozenset()   # not attempted: they wait for a held object
     observed: Observed | None = None        # the host after the apply
+    run_id: int | None = None               # the run in the state store, for results that come later
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
 
     @property
+    def pending(self) -> list[Outcome]:
+        """Changes still finishing in the background (see execute.Background)."""
+        return [o for o in self.outcomes if o.pending is not None]
+
+    @property
     def converged(self) -> bool:
-        return not self.failed and self.remaining.empty and not self.remaining.refusals
+        return not self.failed and not self.pending and self.remaining.empty and not self.remaining.refusals
 
 
 def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progress | None = None,
           command: str = "apply", shown: Plan | None = None, held: frozenset[Ref] = frozenset(),
-          planned: tuple[Plan, Observed] | None = None) -> ApplyResult:
+          planned: tuple[Plan, Observed] | None = None, background: Background | None = None) -> ApplyResult:
     """Observe, plan, execute, observe again.
 
     `shown` is a plan the user saw (and maybe confirmed): if the fresh plan differs,
     nothing is executed. `planned` is a plan and observation this session has just
     made, with nobody asked anything since: it is executed without observing again.
     `held` objects (suspended, backing off, from a broken or vanished manifest) are
-    neither changed nor deleted, nor is what waits for them."""
+    neither changed nor deleted, nor is what waits for them. Changes let go to the
+    `background` are in the result as pending; their results are the caller's to record."""
     full, observed = planned or session.plan(desired, policy=policy)
     the_plan, waiting = full.without(held)
     if shown is not None and the_plan.summary() != shown.summary():
@@ -194,17 +201,20 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
         console_log_dir=session.config.console_log_dir,
         shutdown_timeout=session.config.shutdown_timeout,
     )
-    outcomes = execute(the_plan, ctx, parallelism=session.config.parallelism, progress=progress)
-    session.store.record_results(run_id, [(o.change.ref, o.change.action.value, o.ok, o.error) for o in outcomes])
+    outcomes = execute(the_plan, ctx, parallelism=session.config.parallelism, progress=progress,
+                       background=background)
+    session.store.record_results(run_id, [(o.change.ref, o.change.action.value, o.ok, o.error)
+                                          for o in outcomes if o.pending is None])
     after_full, after = session.plan(desired, policy=policy)
     remaining, _ = after_full.without(held | waiting)
-    failed = frozenset(o.change.ref for o in outcomes if not o.ok)
+    failed = frozenset(o.change.ref for o in outcomes if not o.ok or o.pending is not None)
     session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | failed))
-    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after)
-    session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary={
-        "changes": len(the_plan.changes), "failed": len(result.failed),
-        "refused": len(the_plan.refusals), "remaining": len(remaining.changes),
-    })
+    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after, run_id)
+    summary = {"changes": len(the_plan.changes), "failed": len(result.failed),
+               "refused": len(the_plan.refusals), "remaining": len(remaining.changes)}
+    if result.pending:
+        summary["pending"] = len(result.pending)    # their results are added to the run as they come
+    session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary=summary)
     return result
 
 

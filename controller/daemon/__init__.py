@@ -7,6 +7,12 @@ held objects left out (suspended, backing off, from a broken manifest, or gone
 from the manifests for less than the grace period), and records what the pass
 means for each resource (conditions, retries, events).
 
+A change to a VM that nothing else waits for is let go to the background once
+started: libvirt's start of a guest can return seconds after the guest runs, and a
+pass that waited for it could heal nothing else meanwhile. Such a VM is held by the
+passes that follow until its change has finished; the pass after that records how it
+went (events, retries) and looks at it again.
+
 When libvirt goes away, the daemon says so, reconnects with backoff, subscribes
 to events again and re-reads everything: missed events are not replayed, and
 none are needed, as every pass looks at the whole host.
@@ -14,11 +20,13 @@ none are needed, as every pass looks at the whole host.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from controller import errors
@@ -29,8 +37,8 @@ from controller.daemon.backoff import Backoff
 from controller.daemon.conditions import CondValue, PassFacts, conditions
 from controller.daemon.desired import Grace, load_tolerant
 from controller.daemon.triggers import FileWatch, Triggers
-from controller.execute import Outcome
-from controller.model import Ref
+from controller.execute import Background, Outcome
+from controller.model import Kind, Ref
 from controller.plan import Action, Change, Policy
 from controller.reconcile import ApplyResult, Session, apply
 from controller.state import ResourceStatus, StateStore, exclusive
@@ -63,6 +71,10 @@ class Daemon:
         self._written: dict[tuple[Ref, str], CondValue] = {}   # what the store has, to write only changes
         self._status_written: dict[Ref, ResourceStatus] = {}
         self._logged_problems: tuple[str, ...] = ()
+        # changes let go to the background, by object: (the pending outcome, its run)
+        self._inflight: dict[Ref, tuple[Outcome, int | None]] = {}
+        self._background: ThreadPoolExecutor | None = None
+        self._background_client: Libvirt | None = None    # the connection of what runs there
         self.passes = 0                        # completed passes, for tests and the status line
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -80,12 +92,18 @@ class Daemon:
             start_event_loop()
             watch = FileWatch(self.paths, self.triggers, debounce=self.config.debounce)
             watch.start()
+            self._background = ThreadPoolExecutor(max_workers=self.config.parallelism,
+                                                  thread_name_prefix="iaasctl-background")
             log.info("watching %s; libvirt %s; resync every %ss", ", ".join(self.paths), self.config.connect,
                      f"{self.config.resync_interval:g}")
             try:
                 self._loop()
             finally:
                 watch.stop()
+                self._background.shutdown(wait=True)    # what was started is finished, and recorded
+                self._collect(None)
+                if self._background_client is not None:
+                    self._background_client.close()
                 if self._subscription is not None:
                     self._subscription.close()
                 self._store.set_daemon_state(running=False, connected=False, stopped=time.time())
@@ -125,6 +143,11 @@ class Daemon:
             client = self._connect(self.config.connect)
             subscription = subscribe(client, on_event=lambda what: self.triggers.poke(f"libvirt: {what}"),
                                      on_close=self._closed)
+            try:
+                background_client = self._connect(self.config.connect)
+            except errors.IaasError:
+                subscription.close()
+                raise
         except errors.IaasError as exc:
             log.warning("libvirt %s unreachable: %s; retrying in %.0fs", self.config.connect, exc,
                         self._reconnect_delay)
@@ -137,6 +160,9 @@ class Daemon:
                 if retry.next_at is not None:
                     self.backoff.forget(ref)
         self._session = Session(self.config, client, self._store)
+        if self._background_client is not None:
+            self._background_client.close()
+        self._background_client = background_client
         self._subscription = subscription
         self._connected = True
         self._store.set_daemon_state(connected=True, since=time.time())
@@ -174,14 +200,18 @@ class Daemon:
         loaded = load_tolerant(self.paths, owned, state_dir=self.config.state_dir)
         self._report_problems(loaded.problems)
         generations = loaded.desired.hashes
+        self._collect(generations)
+        inflight = frozenset(self._inflight)
         in_grace = self.grace.held(loaded.desired, owned)
         backing_off = self.backoff.held(self._clock(), generations)
         retried = {ref for ref, _ in self.backoff.items()} - backing_off   # due now: attempted this pass
-        held = suspended | loaded.held | in_grace | backing_off
+        held = suspended | loaded.held | in_grace | backing_off | inflight
         log.debug("pass (%s)", "; ".join(dict.fromkeys(reasons)))
         try:
+            assert self._background is not None and self._background_client is not None
             result = apply(self._session, loaded.desired, policy=self.policy, held=held,
-                           progress=self._progress, command="run")
+                           progress=self._progress, command="run",
+                           background=Background(self._background, self._background_client, _let_go))
         except errors.Disconnected as exc:
             self._closed(str(exc))
             return
@@ -192,14 +222,20 @@ class Daemon:
             log.exception("pass failed unexpectedly")
             return
         drifted = self._drift(result, owned, generations)
-        self._record(result, generations)
-        failing = {o.change.ref for o in result.outcomes if not o.ok}
+        self._record([o for o in result.outcomes if o.pending is None], generations)
+        for outcome in result.pending:
+            assert outcome.pending is not None
+            ref = outcome.change.ref
+            self._inflight[ref] = (outcome, result.run_id)
+            outcome.pending.add_done_callback(functools.partial(self._finished, ref))
+        inflight = frozenset(self._inflight)
+        failing = {o.change.ref for o in result.outcomes if not o.ok} | inflight
         for ref in retried - failing:       # due, and nothing failed: settled (or nothing to do any more)
             self.backoff.succeeded(ref)
-        facts = PassFacts(result, suspended, loaded.held, in_grace, dict(self.backoff.items()), drifted)
+        facts = PassFacts(result, suspended, loaded.held, in_grace, dict(self.backoff.items()), drifted, inflight)
         deleted = {o.change.ref for o in result.outcomes if o.change.action is Action.DELETE and o.ok}
         refs = (set(generations) | {c.ref for c in result.full.changes} | set(self.backoff_refs())
-                | loaded.held | in_grace)
+                | loaded.held | in_grace | inflight)
         for ref in deleted:
             store.forget_status(ref)
             self._written = {k: v for k, v in self._written.items() if k[0] != ref}
@@ -240,15 +276,41 @@ class Daemon:
                     if change.action is not Action.CREATE else "the object is gone")
             drifted[change.ref] = what
             outcome = outcomes.get(change.ref)
-            fixed = "put back" if outcome is not None and outcome.ok else "not put back yet"
+            fixed = ("not put back yet" if outcome is None or not outcome.ok
+                     else "being put back" if outcome.pending is not None else "put back")
             assert self._store is not None
             self._store.add_event(change.ref, "Warning", "Drifted", f"changed outside iaasctl: {what} ({fixed})")
             log.warning("drift %s: %s (%s)", change.ref, what, fixed)
         return drifted
 
-    def _record(self, result: ApplyResult, generations: dict[Ref, str]) -> None:
+    def _finished(self, ref: Ref, _future: Future[Outcome]) -> None:
+        """A change let go to the background is done (its thread): a pass records it."""
+        self.triggers.poke(f"finished: {ref}")
+
+    def _collect(self, generations: dict[Ref, str] | None) -> None:
+        """Record the changes that finished in the background since the last pass."""
         assert self._store is not None
-        for outcome in result.outcomes:
+        finished = []
+        for ref, (outcome, run_id) in list(self._inflight.items()):
+            future = outcome.pending
+            assert future is not None
+            if not future.done():
+                continue
+            del self._inflight[ref]
+            exc = future.exception()
+            if exc is not None:   # a bug: recorded as a failure, retried like one
+                log.error("%s %s failed unexpectedly", outcome.change.action.value, ref, exc_info=exc)
+                final = Outcome(outcome.change, ok=False, error=f"unexpected error: {exc!r}", transient=True)
+            else:
+                final = future.result()
+            if run_id is not None:
+                self._store.record_results(run_id, [(ref, final.change.action.value, final.ok, final.error)])
+            finished.append(final)
+        self._record(finished, generations or {})
+
+    def _record(self, outcomes: list[Outcome], generations: dict[Ref, str]) -> None:
+        assert self._store is not None
+        for outcome in outcomes:
             ref, action = outcome.change.ref, outcome.change.action.value
             if outcome.ok:
                 self.backoff.succeeded(ref)
@@ -290,3 +352,9 @@ class Daemon:
                 noun = "problem" if len(lines) == 1 else "problems"
                 log.error("%d manifest %s: the objects of those files are left as they are", len(lines), noun)
             self._logged_problems = lines
+
+
+def _let_go(change: Change) -> bool:
+    """What a pass need not wait for: changes to VMs (starts, restarts, redefinitions),
+    not their deletion, which frees disks and networks for what comes after it."""
+    return change.ref.kind is Kind.VM and change.action is not Action.DELETE

@@ -41,6 +41,7 @@ class PassFacts:
     in_grace: frozenset[Ref]            # manifest gone, deletion waits for the grace period
     retries: Mapping[Ref, Retry]
     drifted: Mapping[Ref, str]          # ref -> what drifted (this pass)
+    inflight: frozenset[Ref] = frozenset()   # a change still running in the background
 
 
 def conditions(ref: Ref, facts: PassFacts) -> dict[str, CondValue]:
@@ -52,8 +53,11 @@ def conditions(ref: Ref, facts: PassFacts) -> dict[str, CondValue]:
     retry = facts.retries.get(ref)
 
     ready = CondValue(True, "Converged", "the host matches the manifest")
+    applying = ref in facts.inflight
     if ref in facts.suspended:
         ready = CondValue(False, "Suspended", "reconciliation is suspended for this object")
+    elif applying:
+        ready = CondValue(False, "Applying", "a change is still being applied")
     elif ref in facts.held_files:
         ready = CondValue(False, "ManifestInvalid", "its manifest is invalid; the object is left as it is")
     elif ref in facts.in_grace:
@@ -74,7 +78,7 @@ def conditions(ref: Ref, facts: PassFacts) -> dict[str, CondValue]:
     stalled = (CondValue(True, "PermanentError", retry.error) if permanent and retry is not None
                else CondValue(True, "Refused", refused[ref]) if ref in refused
                else CondValue(False, "Progressing", "nothing blocks it"))
-    healed = ref not in remaining and ref not in failed
+    healed = ref not in remaining and ref not in failed and not applying
     drifted = (CondValue(True, "Drifted", facts.drifted[ref]) if ref in facts.drifted and not healed
                else CondValue(False, "Healed" if ref in facts.drifted else "InSync",
                               "put back as the manifest says" if ref in facts.drifted else "no drift seen"))
@@ -82,7 +86,8 @@ def conditions(ref: Ref, facts: PassFacts) -> dict[str, CondValue]:
                   else CondValue(False, "UpToDate", "the running VM uses its definition"))
     found = {
         "Ready": ready,
-        "Reconciling": CondValue(False, "Idle", "no change in progress"),
+        "Reconciling": (CondValue(True, "Applying", "a change is still being applied") if applying
+                        else CondValue(False, "Idle", "no change in progress")),
         "Stalled": stalled,
         "Drifted": drifted,
     }

@@ -6,6 +6,11 @@ to let go of a disk or network first) (pools, then volumes and networks,
 then VMs). Within each phase a change starts as soon as the changes it depends
 on have succeeded; independent changes run side by side (`parallelism` workers).
 A failed change fails only its dependants: unrelated changes carry on.
+
+A caller may let some changes finish in the `background` (the daemon does, for VM
+changes: libvirt's start of a guest can return seconds after the guest runs, and a
+pass that waited for it could not heal anything else meanwhile). Only a change
+nothing else in the plan waits for is let go; its Outcome is `pending` until done.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 
 from controller import errors
+from controller.adapter import Libvirt
 from controller.execute.steps import StepContext, run_change
 from controller.model import Ref
 from controller.plan import Action, Change, Plan
@@ -32,12 +38,26 @@ class Outcome:
     transient: bool = False
     skipped: bool = False          # not attempted: a change it depends on failed
     seconds: float = 0.0
+    # Let go to the background: still running; the future gives the real Outcome.
+    pending: Future[Outcome] | None = field(default=None, compare=False, repr=False)
 
 
 Progress = Callable[[Change, "Outcome | None"], None]  # called with None when a change starts
 
 
-def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 8, progress: Progress | None = None) -> list[Outcome]:
+@dataclass(frozen=True)
+class Background:
+    """Where changes that nothing waits for may finish after `execute` returns, and the
+    connection they use. It must not be the caller's: libvirt answers a read of a
+    domain's live XML on the connection that is starting it only once the start is over."""
+
+    pool: Executor
+    client: Libvirt
+    wanted: Callable[[Change], bool]
+
+
+def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 8, progress: Progress | None = None,
+            background: Background | None = None) -> list[Outcome]:
     # A delete that waits for another kind of change (a VM letting go of a disk) runs
     # with the second phase, after that change.
     later = {c.ref for c in plan.changes if c.action is not Action.DELETE}
@@ -50,17 +70,19 @@ def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 8, progress: Pro
                 grew = True
     deletes = [c for c in plan.changes if c.ref not in later]
     others = [c for c in plan.changes if c.ref in later]
+    needed = {d for c in plan.changes for d in c.depends_on} if background else set()
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="iaasctl-exec") as pool:
         done: dict[Ref, Outcome] = {}
         for phase in (deletes, others):
-            outcomes += _run_phase(phase, ctx, pool, progress, done, parallelism)
+            outcomes += _run_phase(phase, ctx, pool, progress, done, parallelism, background, needed)
     return outcomes
 
 
 def _run_phase(
     changes: list[Change], ctx: StepContext, pool: ThreadPoolExecutor, progress: Progress | None,
     done: dict[Ref, Outcome], parallelism: int,
+    background: Background | None = None, needed: set[Ref] | frozenset[Ref] = frozenset(),
 ) -> list[Outcome]:
     """Run one phase; `done` holds the outcomes of earlier phases (a change of this phase
     may wait for one of those) and receives this phase's.
@@ -80,7 +102,7 @@ def _run_phase(
 
     def settle(change: Change, outcome: Outcome) -> None:
         done[change.ref] = outcome
-        if progress:
+        if progress and outcome.pending is None:
             progress(change, outcome)
         for ref in dependants.get(change.ref, ()):
             if ref in done:
@@ -108,7 +130,13 @@ def _run_phase(
                 continue
             if progress:
                 progress(change, None)
+            if background is not None and change.ref not in needed and background.wanted(change):
+                own = replace(ctx, client=background.client)
+                settle(change, _let_go(change, background.pool.submit(_attempt, change, own), progress))
+                continue
             running[pool.submit(_attempt, change, ctx)] = change
+        if not running:
+            continue
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             settle(running.pop(future), future.result())
@@ -116,6 +144,14 @@ def _run_phase(
         if change.ref not in done:
             done[change.ref] = Outcome(change, ok=False, error="not attempted: circular dependency")
     return [done[c.ref] for c in changes]
+
+
+def _let_go(change: Change, future: Future[Outcome], progress: Progress | None) -> Outcome:
+    """The Outcome of a change left to finish in the background; `progress` hears of
+    its end from the thread that ran it."""
+    if progress is not None:
+        future.add_done_callback(lambda f: progress(change, f.result()) if f.exception() is None else None)
+    return Outcome(change, ok=True, pending=future)
 
 
 def _skipped(change: Change, failed: list[Ref]) -> Outcome:

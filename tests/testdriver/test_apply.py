@@ -456,3 +456,22 @@ def test_a_crash_in_the_middle_of_a_delete_is_finished(session, write_manifests)
     assert result.converged
     assert Ref(Kind.VM, "t-web") not in session.store.owned()
     assert live_names(session, Kind.VM) == {"test"}
+
+
+def test_only_changes_nothing_waits_for_are_let_go_to_the_background(session, write_manifests) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from controller.execute import Background
+
+    root = write_manifests(m.stack())
+    with ThreadPoolExecutor(max_workers=2) as pool, Libvirt(session.client.uri) as own:
+        result = apply(session, manifest.load([str(root)]), policy=Policy(),
+                       background=Background(pool, own, wanted=lambda change: True))
+        # the pool, the volumes and the network are waited for by the VM: done in the pass
+        assert {o.change.ref for o in result.pending} == {Ref(Kind.VM, "t-web")}
+        assert all(o.ok for o in result.outcomes) and not result.converged
+        final = result.pending[0].pending.result(timeout=10)   # type: ignore[union-attr]
+    assert final.ok and final.pending is None and final.seconds > 0
+    assert session.client.domain("t-web").state == "running"
+    runs = session.store.runs()
+    assert runs[0]["summary"]["pending"] == 1 and runs[0]["result"] == "not-converged"

@@ -214,6 +214,51 @@ def test_a_failing_resource_backs_off_without_blocking_the_others(start_daemon) 
     assert "Failed" in run.events(WEB)
 
 
+class _SlowStart(Libvirt):
+    """Our adapter with one fault: a start of t-web returns only when the test says so,
+    long after the guest runs (libvirt on a busy host does, by seconds)."""
+
+    release = threading.Event()
+    starts: list[str] = []
+
+    def start_domain(self, name: str) -> None:
+        super().start_domain(name)
+        type(self).starts.append(name)
+        if name == "t-web":
+            assert type(self).release.wait(30), "the test never released the start"
+
+
+API = m.vm().replace("t-web", "t-api").replace("    - volume: t-api-root\n", "").replace("disks:\n", "disks: []\n")
+API = API.replace("52:54:00:77:00:11", "52:54:00:77:00:12")
+
+
+def test_a_slow_start_does_not_hold_up_healing_the_others(start_daemon) -> None:
+    api = Ref(Kind.VM, "t-api")
+    _SlowStart.release, _SlowStart.starts = threading.Event(), []
+    _SlowStart.release.set()
+    run = start_daemon({**m.stack(), "api.yaml": API}, connect=_SlowStart)
+    wait_for("both VMs running", lambda: run.state() == run.state("t-api") == "running")
+    settle(run)
+    _SlowStart.release.clear()
+
+    run.session.client.destroy_domain("t-web")
+    wait_for("t-web started, its start call not returned", lambda: _SlowStart.starts[-1:] == ["t-web"])
+    wait_for("t-web shown as being applied", lambda: run.condition(WEB, "Reconciling") == (True, "Applying"))
+    run.session.client.destroy_domain("t-api")
+    wait_for("t-api running again while t-web's start is still out", lambda: run.state("t-api") == "running")
+    assert not _SlowStart.release.is_set()
+    assert run.condition(WEB, "Ready") == (False, "Applying")
+    settle(run)
+    assert _SlowStart.starts.count("t-web") == 2, "a VM whose change is still running is not started again"
+
+    _SlowStart.release.set()
+    wait_for("t-web converged", lambda: run.condition(WEB, "Ready") == (True, "Converged"))
+    assert run.condition(WEB, "Reconciling") == (False, "Idle")
+    reasons = run.events(WEB)
+    assert reasons[-2:] == ["Drifted", "Started"], reasons
+    assert run.condition(api, "Ready") == (True, "Converged")
+
+
 def test_a_permanent_error_is_not_retried_until_the_manifest_changes(start_daemon) -> None:
     class Permanent(_FailingStart):
         transient = False
