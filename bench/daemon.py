@@ -116,7 +116,8 @@ def _log_time(line: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def run(n: int, idle_seconds: float, repeats: int) -> dict[str, Any]:
+def run(n: int, idle_seconds: float, repeats: int, *, log_copy: Path | None = None) -> dict[str, Any]:
+    """The figures; the daemon's debug log is copied to `log_copy`, to explain an outlier."""
     lifecycle.prepare()
     lifecycle.sweep()
     tmp = Path(tempfile.mkdtemp(prefix="iaasctl-bench-daemon-"))
@@ -182,5 +183,8 @@ def run(n: int, idle_seconds: float, repeats: int) -> dict[str, Any]:
                                    "delete", "-f", str(specs), "--yes"), env=environment(), check=False,
                        capture_output=True)
         lifecycle.sweep()
+        if log_copy is not None:
+            log_copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, log_copy)
         shutil.rmtree(tmp, ignore_errors=True)
     return result

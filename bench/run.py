@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import daemon
 
         n, idle, repeats = (2, 5.0, 2) if args.quick else (30, 60.0, 5)
-        sections["daemon"] = daemon.run(n, idle, repeats)
+        sections["daemon"] = daemon.run(n, idle, repeats, log_copy=args.out / "daemon.log")
         print(f"daemon: {sections['daemon']}", file=sys.stderr)
     common.write_report(args.out, sections)
     print(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'}")
