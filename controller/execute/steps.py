@@ -81,13 +81,12 @@ def run_change(change: Change, ctx: StepContext) -> None:
         ctx.store.journal_end(entry)   # failed and rolled back: nothing is left half done
         raise
     # Anything else (a crash, an interrupt, a bug) leaves the entry for Session.recover.
-    ctx.store.journal_end(entry)
+    ctx.store.journal_end(entry, forget=change.ref if change.action is Action.DELETE else None)
 
 
 def _run(change: Change, ctx: StepContext) -> None:
     if change.action is Action.DELETE:
-        _DELETE[change.ref.kind](ctx, change)
-        ctx.store.forget(change.ref)
+        _DELETE[change.ref.kind](ctx, change)   # its record goes when its journal entry does
         return
     spec = change.spec
     assert spec is not None

@@ -58,9 +58,13 @@ class Control(StoreCore):
                              (ref.kind.value, ref.name, action, source, int(protect), time.time()))
             return int(cur.lastrowid or 0)
 
-    def journal_end(self, entry: int) -> None:
+    def journal_end(self, entry: int, *, forget: Ref | None = None) -> None:
+        """The operation is over; `forget` an object it deleted in the same transaction
+        (a commit is an fsync, and a teardown makes one per object fewer)."""
         with self._write() as db:
             db.execute("DELETE FROM journal WHERE id = ?", (entry,))
+            if forget is not None:
+                db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (forget.kind.value, forget.name))
 
     def journal(self) -> list[JournalEntry]:
         with self._lock:
