@@ -241,8 +241,9 @@ def test_a_slow_start_does_not_hold_up_healing_the_others(start_daemon) -> None:
     settle(run)
     _SlowStart.release.clear()
 
+    before = len(_SlowStart.starts)
     run.session.client.destroy_domain("t-web")
-    wait_for("t-web started, its start call not returned", lambda: _SlowStart.starts[-1:] == ["t-web"])
+    wait_for("t-web started, its start call not returned", lambda: _SlowStart.starts[before:] == ["t-web"])
     wait_for("t-web shown as being applied", lambda: run.condition(WEB, "Reconciling") == (True, "Applying"))
     run.session.client.destroy_domain("t-api")
     wait_for("t-api running again while t-web's start is still out", lambda: run.state("t-api") == "running")
@@ -257,6 +258,24 @@ def test_a_slow_start_does_not_hold_up_healing_the_others(start_daemon) -> None:
     reasons = run.events(WEB)
     assert reasons[-2:] == ["Drifted", "Started"], reasons
     assert run.condition(api, "Ready") == (True, "Converged")
+
+
+def test_stop_waits_for_a_change_still_running_and_records_it(start_daemon) -> None:
+    _SlowStart.release, _SlowStart.starts = threading.Event(), []
+    _SlowStart.release.set()
+    run = start_daemon(m.stack(), connect=_SlowStart)
+    settle(run)
+    _SlowStart.release.clear()
+    before = len(_SlowStart.starts)
+    run.session.client.destroy_domain("t-web")
+    wait_for("t-web's start under way", lambda: _SlowStart.starts[before:] == ["t-web"])
+    run.daemon.stop()
+    run.thread.join(timeout=1)
+    assert run.thread.is_alive(), "the daemon stopped before the start it began was over"
+    _SlowStart.release.set()
+    run.thread.join(timeout=10)
+    assert not run.thread.is_alive() and run.result == [0]
+    assert run.events(WEB)[-1] == "Started"
 
 
 def test_a_permanent_error_is_not_retried_until_the_manifest_changes(start_daemon) -> None:
