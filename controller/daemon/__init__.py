@@ -250,6 +250,11 @@ class Daemon:
         self.passes += 1   # last: a pass counts once everything it means is recorded
         store.set_daemon_state(last_pass=time.time(), converged=result.converged, passes=self.passes)
 
+    @property
+    def inflight(self) -> frozenset[Ref]:
+        """Objects whose change still runs in the background, or whose outcome is not recorded yet."""
+        return frozenset(self._inflight)
+
     def backoff_refs(self) -> list[Ref]:
         return [ref for ref, _ in self.backoff.items()]
 
