@@ -211,7 +211,8 @@ class Daemon:
             assert self._background is not None and self._background_client is not None
             result = apply(self._session, loaded.desired, policy=self.policy, held=held,
                            progress=self._progress, command="run",
-                           background=Background(self._background, self._background_client, _let_go))
+                           background=Background(self._background, self._background_client, _let_go,
+                                                 let_go=self._went))
         except errors.Disconnected as exc:
             self._closed(str(exc))
             return
@@ -223,11 +224,8 @@ class Daemon:
             return
         drifted = self._drift(result, owned, generations)
         self._record([o for o in result.outcomes if o.pending is None], generations)
-        for outcome in result.pending:
-            assert outcome.pending is not None
-            ref = outcome.change.ref
-            self._inflight[ref] = (outcome, result.run_id)
-            outcome.pending.add_done_callback(functools.partial(self._finished, ref))
+        for outcome in result.pending:   # their results go to this pass's run when they come
+            self._inflight[outcome.change.ref] = (outcome, result.run_id)
         inflight = frozenset(self._inflight)
         failing = {o.change.ref for o in result.outcomes if not o.ok} | inflight
         for ref in retried - failing:       # due, and nothing failed: settled (or nothing to do any more)
@@ -287,6 +285,14 @@ class Daemon:
             self._store.add_event(change.ref, "Warning", "Drifted", f"changed outside iaasctl: {what} ({fixed})")
             log.warning("drift %s: %s (%s)", change.ref, what, fixed)
         return drifted
+
+    def _went(self, outcome: Outcome) -> None:
+        """A change let go to the background (the pass's thread, as it happens): its object
+        is held from now on, even if the pass ends in an error before it sees the result."""
+        assert outcome.pending is not None
+        ref = outcome.change.ref
+        self._inflight[ref] = (outcome, None)
+        outcome.pending.add_done_callback(functools.partial(self._finished, ref))
 
     def _finished(self, ref: Ref, _future: Future[Outcome]) -> None:
         """A change let go to the background is done (its thread): a pass records it."""

@@ -54,6 +54,9 @@ class Background:
     pool: Executor
     client: Libvirt
     wanted: Callable[[Change], bool]
+    # told of each change as it is let go, before `execute` returns: a caller that never
+    # sees the result (an error after the execution) still knows what is out
+    let_go: Callable[[Outcome], None] | None = None
 
 
 def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 8, progress: Progress | None = None,
@@ -132,7 +135,10 @@ def _run_phase(
                 progress(change, None)
             if background is not None and change.ref not in needed and background.wanted(change):
                 own = replace(ctx, client=background.client)
-                settle(change, _let_go(change, background.pool.submit(_attempt, change, own), progress))
+                pending = _let_go(change, background.pool.submit(_attempt, change, own), progress)
+                if background.let_go is not None:
+                    background.let_go(pending)
+                settle(change, pending)
                 continue
             running[pool.submit(_attempt, change, ctx)] = change
         if not running:

@@ -283,6 +283,39 @@ def test_stop_waits_for_a_change_still_running_and_records_it(start_daemon) -> N
     assert run.events(WEB)[-1] == "Started"
 
 
+class _SlowStartBlindAfter(_SlowStart):
+    """And once armed, the second observation fails: the one right after a pass has let
+    t-web's start go, so the pass ends in an error without seeing its result."""
+
+    armed = 0
+
+    def domains(self):  # type: ignore[no-untyped-def]
+        if type(self).armed:
+            type(self).armed += 1
+            if type(self).armed == 3:
+                raise errors.TransientFailure("injected: the observation failed", code=1)
+        return super().domains()
+
+
+def test_a_change_let_go_is_held_even_when_its_pass_fails_after_it(start_daemon) -> None:
+    _SlowStart.release, _SlowStart.starts = threading.Event(), []
+    _SlowStart.release.set()
+    _SlowStartBlindAfter.armed = 0
+    run = start_daemon(m.stack(), connect=_SlowStartBlindAfter)
+    _SlowStart.release.clear()
+    before = len(_SlowStart.starts)
+    _SlowStartBlindAfter.armed = 1
+    run.session.client.destroy_domain("t-web")
+    wait_for("the pass that let the start go failed", lambda: _SlowStartBlindAfter.armed >= 3)
+    for _ in range(2):                                # later passes do not start it again
+        settle(run)
+    assert _SlowStart.starts[before:] == ["t-web"]
+    assert run.condition(WEB, "Ready") == (False, "Applying")
+    _SlowStart.release.set()
+    wait_for("t-web converged", lambda: run.condition(WEB, "Ready") == (True, "Converged"))
+    assert run.events(WEB)[-1] == "Started"
+
+
 def test_a_permanent_error_is_not_retried_until_the_manifest_changes(start_daemon) -> None:
     class Permanent(_FailingStart):
         transient = False
