@@ -207,8 +207,8 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
                                           for o in outcomes if o.pending is None])
     after_full, after = session.plan(desired, policy=policy)
     remaining, _ = after_full.without(held | waiting)
-    failed = frozenset(o.change.ref for o in outcomes if not o.ok or o.pending is not None)
-    session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | failed))
+    not_done = frozenset(o.change.ref for o in outcomes if not o.ok or o.pending is not None)
+    session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | not_done))
     result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after, run_id)
     summary = {"changes": len(the_plan.changes), "failed": len(result.failed),
                "refused": len(the_plan.refusals), "remaining": len(remaining.changes)}

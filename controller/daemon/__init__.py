@@ -211,8 +211,8 @@ class Daemon:
             assert self._background is not None and self._background_client is not None
             result = apply(self._session, loaded.desired, policy=self.policy, held=held,
                            progress=self._progress, command="run",
-                           background=Background(self._background, self._background_client, _let_go,
-                                                 let_go=self._went))
+                           background=Background(self._background, self._background_client, _finishes_later,
+                                                 on_let_go=self._went))
         except errors.Disconnected as exc:
             self._closed(str(exc))
             return
@@ -365,7 +365,7 @@ class Daemon:
             self._logged_problems = lines
 
 
-def _let_go(change: Change) -> bool:
+def _finishes_later(change: Change) -> bool:
     """What a pass need not wait for: changes to VMs (starts, restarts, redefinitions),
     not their deletion, which frees disks and networks for what comes after it."""
     return change.ref.kind is Kind.VM and change.action is not Action.DELETE

@@ -56,7 +56,7 @@ class Background:
     wanted: Callable[[Change], bool]
     # told of each change as it is let go, before `execute` returns: a caller that never
     # sees the result (an error after the execution) still knows what is out
-    let_go: Callable[[Outcome], None] | None = None
+    on_let_go: Callable[[Outcome], None] | None = None
 
 
 def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 8, progress: Progress | None = None,
@@ -136,8 +136,8 @@ def _run_phase(
             if background is not None and change.ref not in needed and background.wanted(change):
                 own = replace(ctx, client=background.client)
                 pending = _let_go(change, background.pool.submit(_attempt, change, own), progress)
-                if background.let_go is not None:
-                    background.let_go(pending)
+                if background.on_let_go is not None:
+                    background.on_let_go(pending)
                 settle(change, pending)
                 continue
             running[pool.submit(_attempt, change, ctx)] = change

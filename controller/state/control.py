@@ -64,7 +64,7 @@ class Control(StoreCore):
         with self._write() as db:
             db.execute("DELETE FROM journal WHERE id = ?", (entry,))
             if forget is not None:
-                db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (forget.kind.value, forget.name))
+                self._forget_in(db, forget)
 
     def journal(self) -> list[JournalEntry]:
         with self._lock:

@@ -169,7 +169,12 @@ class StoreCore:
 
     def forget(self, ref: Ref) -> None:
         with self._write() as db:
-            db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (ref.kind.value, ref.name))
+            self._forget_in(db, ref)
+
+    @staticmethod
+    def _forget_in(db: sqlite3.Connection, ref: Ref) -> None:
+        """Drop an object's record, within the caller's transaction."""
+        db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (ref.kind.value, ref.name))
 
     def status(self, ref: Ref) -> ObjectStatus | None:
         found = self.statuses(kind=ref.kind, name=ref.name)
