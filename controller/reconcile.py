@@ -55,11 +55,11 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def domain_type(self, observed: Observed) -> str:
+    def domain_type(self) -> str:
         # A remote host cannot be probed from here: there, auto trusts what it offers.
         local = self.client.uri.startswith(("qemu:///", "qemu+unix:///"))
         return resolve_domain_type(
-            self.config.domain_type, observed.host.domain_types, kvm_works=kvm_works() if local else True
+            self.config.domain_type, self.client.domain_types(), kvm_works=kvm_works() if local else True
         )
 
     def recover(self) -> list[str]:
@@ -197,15 +197,18 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     run_id = session.store.begin_run(command)
     ctx = StepContext(
         client=session.client, store=session.store, desired=desired,
-        domain_type=functools.cache(lambda: session.domain_type(observed)),
+        domain_type=functools.cache(session.domain_type),
         console_log_dir=session.config.console_log_dir,
         shutdown_timeout=session.config.shutdown_timeout,
     )
     outcomes = execute(the_plan, ctx, parallelism=session.config.parallelism, progress=progress,
                        background=background)
-    session.store.record_results(run_id, [(o.change.ref, o.change.action.value, o.ok, o.error)
-                                          for o in outcomes if o.pending is None])
-    after_full, after = session.plan(desired, policy=policy)
+    results = [(o.change.ref, o.change.action.value, o.ok, o.error) for o in outcomes if o.pending is None]
+    try:
+        after_full, after = session.plan(desired, policy=policy)
+    except BaseException:
+        session.store.record_results(run_id, results)   # what was done stays in the history
+        raise
     remaining, _ = after_full.without(held | waiting)
     not_done = frozenset(o.change.ref for o in outcomes if not o.ok or o.pending is not None)
     session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | not_done))
@@ -214,7 +217,9 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
                "refused": len(the_plan.refusals), "remaining": len(remaining.changes)}
     if result.pending:
         summary["pending"] = len(result.pending)    # their results are added to the run as they come
-    session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary=summary)
+    # The results go in with the run's end: one commit (an fsync) less per apply.
+    session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary=summary,
+                             results=results)
     return result
 
 

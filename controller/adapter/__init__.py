@@ -178,12 +178,12 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class HostRecord:
-    """The host behind the connection: its size, its driver and the guest types it offers."""
+    """The host behind the connection: its size and its driver (the guest types it
+    offers are `Libvirt.domain_types()`: only creating a VM needs them)."""
 
     hostname: str
     cpus: int
     memory: int                        # bytes
-    domain_types: tuple[str, ...]      # what the capabilities offer for hvm guests, e.g. ("qemu", "kvm")
     driver: str                        # "QEMU", "Test", ...
 
 
@@ -205,7 +205,8 @@ class Libvirt:
         self._lock = threading.Lock()
         self._network_inactive_flag = True
         self._stats_call = True          # getAllDomainStats(STATE, NOWAIT): libvirt >= 4.5
-        self._static: tuple[str, tuple[str, ...], str] | None = None   # see host()
+        self._static: tuple[str, str] | None = None         # see host()
+        self._domain_types: tuple[str, ...] | None = None    # see domain_types()
         with _mapped():
             self._conn = libvirt.open(uri)
 
@@ -226,15 +227,21 @@ class Libvirt:
     @_reading
     def host(self) -> HostRecord:
         info = self._conn.getInfo()
-        if self._static is None:
-            # What the capabilities say (and the host name, the driver) does not change
-            # while the connection lasts; reading and parsing them is most of this call.
-            self._static = (self._conn.getHostname(), self._domain_types(), self._conn.getType())
-        hostname, types, driver = self._static
-        return HostRecord(hostname=hostname, cpus=int(info[2]), memory=int(info[1]) << 20,
-                          domain_types=types, driver=driver)
+        if self._static is None:    # the host name and the driver do not change while connected
+            self._static = (self._conn.getHostname(), self._conn.getType())
+        hostname, driver = self._static
+        return HostRecord(hostname=hostname, cpus=int(info[2]), memory=int(info[1]) << 20, driver=driver)
 
-    def _domain_types(self) -> tuple[str, ...]:
+    @_reading
+    def domain_types(self) -> tuple[str, ...]:
+        """What the capabilities offer for hvm guests, e.g. ("qemu", "kvm"). Read once per
+        connection, and only when asked: libvirt builds the capabilities document for
+        each call (2-5 ms on a QEMU host), and only rendering a VM needs them."""
+        if self._domain_types is None:
+            self._domain_types = self._offered()
+        return self._domain_types
+
+    def _offered(self) -> tuple[str, ...]:
         caps = ET.fromstring(self._conn.getCapabilities())
         types: list[str] = []
         for guest in caps.findall("guest"):

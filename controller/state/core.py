@@ -205,25 +205,35 @@ class StoreCore:
             db.execute("DELETE FROM runs WHERE id <= ?", (run_id - HISTORY_LIMIT,))
         return run_id
 
-    def finish_run(self, run_id: int, *, result: str, summary: dict[str, Any]) -> None:
+    def finish_run(self, run_id: int, *, result: str, summary: dict[str, Any],
+                   results: Iterable[tuple[Ref, str, bool, str | None]] = ()) -> None:
+        """End a run; `results` (see record_results) are recorded in the same commit."""
         with self._write() as db:
+            self._results_in(db, run_id, results)
             db.execute("UPDATE runs SET finished = ?, result = ?, summary = ? WHERE id = ?",
                        (time.time(), result, json.dumps(summary, sort_keys=True), run_id))
 
     def record_results(self, run_id: int, results: Iterable[tuple[Ref, str, bool, str | None]]) -> None:
         """The outcome of each change of a run, as (ref, action, ok, error): one
         transaction, however many changes (a commit is an fsync)."""
+        with self._write() as db:
+            self._results_in(db, run_id, results)
+
+    @staticmethod
+    def _results_in(db: sqlite3.Connection, run_id: int, results: Iterable[tuple[Ref, str, bool, str | None]]
+                    ) -> None:
         now = time.time()
         rows = [(ref, action, "ok" if ok else "failed", error) for ref, action, ok, error in results]
-        with self._write() as db:
-            db.executemany("INSERT INTO run_changes (run_id, kind, name, action, result, error, at)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [(run_id, ref.kind.value, ref.name, action, result, error, now)
-                            for ref, action, result, error in rows])
-            db.executemany("UPDATE objects SET last_action = ?, last_result = ?, last_error = ?, updated = ?"
-                           " WHERE kind = ? AND name = ?",
-                           [(action, result, error, now, ref.kind.value, ref.name)
-                            for ref, action, result, error in rows])
+        if not rows:
+            return
+        db.executemany("INSERT INTO run_changes (run_id, kind, name, action, result, error, at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [(run_id, ref.kind.value, ref.name, action, result, error, now)
+                        for ref, action, result, error in rows])
+        db.executemany("UPDATE objects SET last_action = ?, last_result = ?, last_error = ?, updated = ?"
+                       " WHERE kind = ? AND name = ?",
+                       [(action, result, error, now, ref.kind.value, ref.name)
+                        for ref, action, result, error in rows])
 
     def history(self, ref: Ref, *, limit: int = 10) -> list[ChangeRecord]:
         with self._lock:

@@ -69,7 +69,7 @@ def observed_from(case: dict[str, Any], specs: tuple[Spec, ...], *, desired_file
         objects[ref] = live
     return Observed(
         host=HostRecord(hostname="case", cpus=host.get("cpus", 16), memory=parse_size(host.get("memory", "64GiB")),
-                        domain_types=("qemu",), driver="QEMU"),
+                        driver="QEMU"),
         objects=objects, volumes=volumes,
     )
 
