@@ -58,7 +58,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. Given the arguments, only the named command gets its
+    subparser: argparse builds each one whole (8 ms for all of them here, against
+    under 1 ms for one), and every command paid for the others. Help and unknown
+    commands get them all."""
+    command = _command_word(sys.argv[1:] if argv is None else argv)
+    adding = (lambda name: name == command) if command in _COMMANDS else (lambda name: True)
     parser = _Parser(prog="iaasctl", description="Declarative controller for KVM/QEMU hosts.")
     parser.add_argument("--version", action="version", version=f"iaasctl {__version__}")
     parser.add_argument("--connect", "-c", metavar="URI", help="libvirt URI (default qemu:///system)")
@@ -66,10 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="controller configuration file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("validate", help="check manifests without touching libvirt")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    if adding("validate"):
+        p = sub.add_parser("validate", help="check manifests without touching libvirt")
+        p.add_argument("paths", nargs="+", metavar="PATH")
 
     for name, text in (("plan", "show what apply would do"), ("apply", "make the host match the manifests")):
+        if not adding(name):
+            continue
         p = sub.add_parser(name, help=text)
         p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH",
                        help="manifest file or directory (repeatable)")
@@ -85,27 +94,48 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
             p.add_argument("--parallelism", type=int, metavar="N", help="independent changes run at once")
 
-    p = sub.add_parser("delete", help="delete the objects the manifests declare (owned ones only)")
-    p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    if adding("delete"):
+        p = sub.add_parser("delete", help="delete the objects the manifests declare (owned ones only)")
+        p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
+        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
-    p = sub.add_parser("get", help="desired and live status of objects of one kind")
-    p.add_argument("kind")
-    p.add_argument("name", nargs="?")
-    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    if adding("get"):
+        p = sub.add_parser("get", help="desired and live status of objects of one kind")
+        p.add_argument("kind")
+        p.add_argument("name", nargs="?")
+        p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
-    p = sub.add_parser("describe", help="everything known about one object")
-    p.add_argument("kind")
-    p.add_argument("name")
-    p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    if adding("describe"):
+        p = sub.add_parser("describe", help="everything known about one object")
+        p.add_argument("kind")
+        p.add_argument("name")
+        p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
 
-    control.add_parsers(sub)
+    control.add_parsers(sub, adding)
     return parser
+
+
+_VALUED_OPTIONS = ("--connect", "-c", "--state-dir", "--config")
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The first argument that is neither an option nor an option's value, as argparse
+    finds the command; None before it asks for help (which lists every command). An
+    abbreviated option (--conn) can make this miss: then all parsers are built."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token in ("-h", "--help"):
+            return None
+        if token in _VALUED_OPTIONS:
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(argv).parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed them
         return int(exc.code or 0)
     try:

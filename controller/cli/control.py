@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from controller import errors
@@ -15,30 +16,35 @@ from controller.config import Config
 from controller.model import Ref, parse_kind
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("run", help="keep the host converged: the continuous reconcile daemon")
-    p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
-    p.add_argument("--adopt", action="store_true", help="take over same-named objects iaasctl does not own")
-    p.add_argument("--allow-mass-delete", action="store_true",
-                   help="allow deleting more than half of the managed objects in one pass")
-    p.add_argument("--no-prune", dest="prune", action="store_false")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every pass, not only actions")
+def add_parsers(sub: Any, adding: Callable[[str], bool]) -> None:
+    """The subparsers of these commands, for the names `adding` accepts."""
+    if adding("run"):
+        p = sub.add_parser("run", help="keep the host converged: the continuous reconcile daemon")
+        p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
+        p.add_argument("--adopt", action="store_true", help="take over same-named objects iaasctl does not own")
+        p.add_argument("--allow-mass-delete", action="store_true",
+                       help="allow deleting more than half of the managed objects in one pass")
+        p.add_argument("--no-prune", dest="prune", action="store_false")
+        p.add_argument("-v", "--verbose", action="store_true", help="log every pass, not only actions")
 
-    p = sub.add_parser("status", help="is a daemon running on this state directory, connected, converged")
-    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    if adding("status"):
+        p = sub.add_parser("status", help="is a daemon running on this state directory, connected, converged")
+        p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
 
-    p = sub.add_parser("events", help="what happened to objects (newest last)")
-    p.add_argument("kind", nargs="?")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    if adding("events"):
+        p = sub.add_parser("events", help="what happened to objects (newest last)")
+        p.add_argument("kind", nargs="?")
+        p.add_argument("name", nargs="?")
+        p.add_argument("--limit", type=int, default=50)
+        p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
 
     for name, text in (("reconcile", "ask the daemon for a pass now (and retry a failing object at once)"),
                        ("suspend", "stop reconciling an object, or everything; nothing is deleted"),
                        ("resume", "reconcile a suspended object, or everything, again")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("kind", nargs="?")
-        p.add_argument("name", nargs="?")
+        if adding(name):
+            p = sub.add_parser(name, help=text)
+            p.add_argument("kind", nargs="?")
+            p.add_argument("name", nargs="?")
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:

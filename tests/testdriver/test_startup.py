@@ -39,3 +39,32 @@ def test_a_plan_of_unchanged_manifests_imports_none_of_the_heavy_modules(tmp_pat
                "plan", "-f", str(tmp_path / "specs"))
     assert imported_by(*command) == ["yaml"]
     assert imported_by(*command) == []
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controller", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+
+
+def test_a_command_builds_only_its_own_parser_and_help_still_lists_them_all() -> None:
+    """Building every subparser cost each command ~8 ms; only the one named is built."""
+    import argparse
+
+    from controller.cli import _parser
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert commands(_parser(["--connect", "test:///default", "apply", "-f", "x"])) == {"apply"}
+    everything = commands(_parser(["--help"]))
+    assert {"validate", "plan", "apply", "delete", "get", "run", "status", "resume"} <= everything
+    assert commands(_parser(["--help", "apply"])) == everything     # top-level help lists them all
+    assert commands(_parser(["bogus"])) == everything               # and so does the error
+
+    listed = run_cli("--help")
+    assert listed.returncode == 0 and "describe" in listed.stdout and "suspend" in listed.stdout
+    own = run_cli("-c", "test:///default", "plan", "--help")
+    assert own.returncode == 0 and "--allow-mass-delete" in own.stdout
+    wrong = run_cli("bogus")
+    assert wrong.returncode == 1 and "invalid choice: 'bogus'" in wrong.stderr and "'resume'" in wrong.stderr
