@@ -48,6 +48,7 @@ log = logging.getLogger("iaasctl")
 _PAST = {"create": "Created", "adopt": "Adopted", "update": "Updated", "replace": "Replaced",
          "restart": "Restarted", "start": "Started", "stop": "Stopped", "delete": "Deleted"}
 RECONNECT_MAX = 30.0
+SHUTDOWN_QUIET = 2.0   # how long a domain's "shutdown" event waits for its "stopped" (see _libvirt_event)
 
 
 class Daemon:
@@ -135,14 +136,27 @@ class Daemon:
 
     # -- the connection ---------------------------------------------------------------------
 
+    def _libvirt_event(self, what: str) -> None:
+        """A libvirt lifecycle event ("VirtualMachine/web stopped") wakes a pass, but a
+        domain shutting down still runs: a pass now would find nothing to do, and the
+        "stopped" that follows a moment later (0.2 s after a `virsh destroy` here) would
+        wait for it. So "shutdown" waits SHUTDOWN_QUIET for that "stopped", which takes
+        its place; if none comes (on_poweroff preserve), it wakes a pass then."""
+        subject, _, event = what.rpartition(" ")
+        shutting_down = f"libvirt: {subject} shutdown"
+        if event == "shutdown":
+            self.triggers.poke_after(shutting_down, SHUTDOWN_QUIET)
+            return
+        self.triggers.cancel(shutting_down)
+        self.triggers.poke(f"libvirt: {what}")
+
     def _ensure_connected(self) -> bool:
         if self._connected:
             return True
         assert self._store is not None
         try:
             client = self._connect(self.config.connect)
-            subscription = subscribe(client, on_event=lambda what: self.triggers.poke(f"libvirt: {what}"),
-                                     on_close=self._closed)
+            subscription = subscribe(client, on_event=self._libvirt_event, on_close=self._closed)
             try:
                 background_client = self._connect(self.config.connect)
             except errors.IaasError:

@@ -43,6 +43,11 @@ class Triggers:
             self._due[key] = self._clock() + delay
             self._cond.notify_all()
 
+    def cancel(self, key: str) -> None:
+        """Drop `key` if it is still waiting for its quiet period."""
+        with self._cond:
+            self._due.pop(key, None)
+
     def wait(self, timeout: float | None) -> list[str]:
         """Block until a poke is due or `timeout` passes; return (and clear) the reasons."""
         deadline = None if timeout is None else self._clock() + timeout
