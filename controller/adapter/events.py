@@ -37,7 +37,7 @@ _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by us",
 }
 
-OnEvent = Callable[[str], None]          # "VirtualMachine/web stopped"
+OnEvent = Callable[[str, str], None]     # ("VirtualMachine/web", "stopped")
 OnClose = Callable[[str], None]          # "end of file"
 
 _loop_started = False
@@ -96,15 +96,15 @@ def subscribe(client: Libvirt, on_event: OnEvent, on_close: OnClose, *, keepaliv
         ids.append(("domain", conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
             lambda _c, dom, event, _detail, _o: on_event(
-                f"VirtualMachine/{dom.name()} {_DOMAIN_EVENTS.get(event, str(event))}"), None)))
+                f"VirtualMachine/{dom.name()}", _DOMAIN_EVENTS.get(event, str(event))), None)))
         ids.append(("network", conn.networkEventRegisterAny(
             None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE,
             lambda _c, net, event, _detail, _o: on_event(
-                f"Network/{net.name()} {_NETWORK_EVENTS.get(event, str(event))}"), None)))
+                f"Network/{net.name()}", _NETWORK_EVENTS.get(event, str(event))), None)))
         ids.append(("pool", conn.storagePoolEventRegisterAny(
             None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
             lambda _c, pool, event, _detail, _o: on_event(
-                f"StoragePool/{pool.name()} {_POOL_EVENTS.get(event, str(event))}"), None)))
+                f"StoragePool/{pool.name()}", _POOL_EVENTS.get(event, str(event))), None)))
         conn.registerCloseCallback(lambda _c, reason, _o: on_close(_CLOSE_REASONS.get(reason, str(reason))), None)
         try:
             conn.setKeepAlive(*keepalive)

@@ -136,19 +136,18 @@ class Daemon:
 
     # -- the connection ---------------------------------------------------------------------
 
-    def _libvirt_event(self, what: str) -> None:
-        """A libvirt lifecycle event ("VirtualMachine/web stopped") wakes a pass, but a
+    def _libvirt_event(self, subject: str, event: str) -> None:
+        """A libvirt lifecycle event ("VirtualMachine/web", "stopped") wakes a pass, but a
         domain shutting down still runs: a pass now would find nothing to do, and the
         "stopped" that follows a moment later (0.2 s after a `virsh destroy` here) would
         wait for it. So "shutdown" waits SHUTDOWN_QUIET for that "stopped", which takes
         its place; if none comes (on_poweroff preserve), it wakes a pass then."""
-        subject, _, event = what.rpartition(" ")
         shutting_down = f"libvirt: {subject} shutdown"
         if event == "shutdown":
             self.triggers.poke_after(shutting_down, SHUTDOWN_QUIET)
             return
         self.triggers.cancel(shutting_down)
-        self.triggers.poke(f"libvirt: {what}")
+        self.triggers.poke(f"libvirt: {subject} {event}")
 
     def _ensure_connected(self) -> bool:
         if self._connected:
@@ -316,6 +315,7 @@ class Daemon:
         """Record the changes that finished in the background since the last pass."""
         assert self._store is not None
         finished = []
+        by_run: dict[int, list[tuple[Ref, str, bool, str | None]]] = {}
         for ref, (outcome, run_id) in list(self._inflight.items()):
             future = outcome.pending
             assert future is not None
@@ -329,8 +329,10 @@ class Daemon:
             else:
                 final = future.result()
             if run_id is not None:
-                self._store.record_results(run_id, [(ref, final.change.action.value, final.ok, final.error)])
+                by_run.setdefault(run_id, []).append((ref, final.change.action.value, final.ok, final.error))
             finished.append(final)
+        for run_id, results in by_run.items():   # one commit per run, not per change
+            self._store.record_results(run_id, results)
         self._record(finished, generations or {})
 
     def _record(self, outcomes: list[Outcome], generations: dict[Ref, str]) -> None:

@@ -479,15 +479,15 @@ def test_a_shutdown_event_waits_for_the_stopped_that_follows_it(session: Session
 
     now = [100.0]
     daemon = Daemon([str(tmp_path)], session.config, clock=lambda: now[0])
-    daemon._libvirt_event("VirtualMachine/web shutdown")
+    daemon._libvirt_event("VirtualMachine/web", "shutdown")
     assert daemon.triggers.wait(0) == []                      # no pass for a domain that still runs
-    daemon._libvirt_event("VirtualMachine/web stopped")
+    daemon._libvirt_event("VirtualMachine/web", "stopped")
     assert daemon.triggers.wait(0) == ["libvirt: VirtualMachine/web stopped"]
     now[0] += SHUTDOWN_QUIET
     assert daemon.triggers.wait(0) == []                      # the "shutdown" was replaced, not added
 
-    daemon._libvirt_event("VirtualMachine/db shutdown")       # on_poweroff preserve: no "stopped" follows
-    daemon._libvirt_event("Network/net stopped")              # another object's event does not replace it
+    daemon._libvirt_event("VirtualMachine/db", "shutdown")       # on_poweroff preserve: no "stopped" follows
+    daemon._libvirt_event("Network/net", "stopped")              # another object's event does not replace it
     assert daemon.triggers.wait(0) == ["libvirt: Network/net stopped"]
     now[0] += SHUTDOWN_QUIET
     assert daemon.triggers.wait(0) == ["libvirt: VirtualMachine/db shutdown"]
