@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from bench import common
+from controller import _methods as methods
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = set(args.only or ("lifecycle", "scale", "daemon"))
     # As an installed package is: byte-compiled. The environment may say
-    # PYTHONDONTWRITEBYTECODE, and then every iaasctl process would compile our modules.
+    # PYTHONDONTWRITEBYTECODE, and then every iaasctl process would compile our modules
+    # and the methods of our dataclasses (controller/_methods.py).
     compileall.compile_dir(str(common.REPO / "controller"), quiet=1)
+    methods.build()
     sections: dict = {"machine": common.machine(), "comparisons": [], "profiles": {}}
     if "scale" in chosen:
         from bench import scale

@@ -90,6 +90,8 @@ log "pip install -e '.[test]' into $VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[test]" \
   --config-settings editable_mode=compat
 # Byte-compile our modules, as a regular install does: the environment may say
-# PYTHONDONTWRITEBYTECODE, and then every command would compile them again.
+# PYTHONDONTWRITEBYTECODE, and then every command would compile them again. The same
+# for the methods @dataclass generates (controller/_methods.py).
 "$VENV/bin/python" -m compileall -q "$REPO/controller"
+"$VENV/bin/python" -c "from controller._methods import build; build()"
 log "done"
