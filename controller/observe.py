@@ -7,6 +7,7 @@ state; nothing here decides anything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,10 +48,17 @@ class Live:
 class Observed:
     """What the host has now: the host and every object on it, in the shape of the specs."""
 
-    host: HostRecord
+    # The host's size is read when the planner first asks for it: only a VM being
+    # created or resized needs it, and a no-op plan, a teardown or a verifying
+    # observation after an apply do without its calls.
+    read_host: Callable[[], HostRecord]
     objects: Mapping[Ref, Live] = field(default_factory=dict)
     # Volume names are unique per pool, not per host: every volume, by (pool, name).
     volumes: Mapping[tuple[str, str], Live] = field(default_factory=dict)
+
+    @functools.cached_property
+    def host(self) -> HostRecord:
+        return self.read_host()
 
     def get(self, ref: Ref, *, pool: str | None = None) -> Live | None:
         """The live object for a reference; for volumes, the one in `pool` if there is one."""
@@ -142,4 +150,4 @@ def observe(client: Libvirt, *, memo: ParseMemo | None = None) -> Observed:
             ref, config, dom.state, uuid=dom.uuid, owner=owner, live=live_spec, persistent=dom.persistent,
         )
     memo.turn()
-    return Observed(host=client.host(), objects=objects, volumes=volumes)
+    return Observed(read_host=client.host, objects=objects, volumes=volumes)

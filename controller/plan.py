@@ -229,11 +229,11 @@ def plan(desired: Desired, observed: Observed, owned: Mapping[Ref, OwnedRecord],
 
 def _plan_spec(b: _Builder, spec: Spec) -> None:
     ref = ref_of(spec)
-    if isinstance(spec, VMSpec) and not (_fits_host(b, spec) and _macs_free(b, spec)):
+    live = b.observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
+    if isinstance(spec, VMSpec) and not ((_sized_as(live, spec) or _fits_host(b, spec)) and _macs_free(b, spec)):
         return
     if isinstance(spec, NetworkSpec) and not _address_space_free(b, spec):
         return
-    live = b.observed.get(ref, pool=spec.pool if isinstance(spec, VolumeSpec) else None)
     if live is None:
         b.changes.append(Change(ref, Action.CREATE, _create_reason(spec), _create_fields(spec), spec=spec))
         return
@@ -367,6 +367,16 @@ def _power_diff(live: Live, spec: VMSpec) -> FieldDiff | None:
     if (spec.power == "running") == live.running:
         return None
     return FieldDiff("spec.power", live.state, spec.power, UpdateMode.LIVE)
+
+
+def _sized_as(live: Live | None, spec: VMSpec) -> bool:
+    """The VM is defined with this memory and these vCPUs, and is running or is not
+    to be started: the manifest asks the host for nothing it does not already give,
+    and the host's size need not be read (see _fits_host). A VM to be started is
+    checked as a new one is."""
+    return live is not None and isinstance(live.spec, VMSpec) \
+        and live.spec.memory == spec.memory and live.spec.vcpus == spec.vcpus \
+        and (live.running or spec.power != "running")
 
 
 def _fits_host(b: _Builder, spec: VMSpec) -> bool:

@@ -47,6 +47,20 @@ def test_apply_creates_everything_then_a_second_apply_mutates_nothing(session, w
     assert session.client.mutations == before, "a converged apply must make no mutating libvirt call"
 
 
+def test_the_host_size_is_read_for_a_vm_to_create_not_for_a_converged_plan(
+        session, write_manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = []
+    real = session.client.host
+    monkeypatch.setattr(session.client, "host", lambda: reads.append(1) or real())
+    root = write_manifests(m.stack())
+    plan, _ = session.plan(manifest.load([str(root)]), policy=Policy())
+    assert plan.changes and len(reads) == 1            # read once, when the first VM is admitted
+    run(session, root)
+    reads.clear()
+    again, _ = session.plan(manifest.load([str(root)]), policy=Policy())
+    assert again.empty and reads == []
+
+
 def test_ownership_is_recorded_in_the_store_and_in_the_domain(session, write_manifests) -> None:
     root = write_manifests(m.stack())
     run(session, root)
