@@ -26,6 +26,7 @@ from controller.model import (
 )
 from controller.plan import Action, Change
 from controller.state import StateStore
+from controller.state.core import OwnedRow, owned_row
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,11 @@ def _record(ctx: StepContext, spec: Spec, uuid: str | None = None) -> None:
 
 
 def record_spec(store: StateStore, spec: Spec, uuid: str | None = None) -> None:
-    store.record_owned(
+    store.record(spec_row(spec, uuid))
+
+
+def spec_row(spec: Spec, uuid: str | None = None) -> OwnedRow:
+    return owned_row(
         Ref(spec.kind, spec.meta.name), source=source_path(spec), protect=spec.meta.protect, uuid=uuid,
         spec_hash=spec_hash(spec), spec=spec_document(spec),
     )
@@ -69,25 +74,30 @@ def run_change(change: Change, ctx: StepContext) -> None:
     crash between two steps (a volume made but not yet recorded as ours) is finished
     on the next start (Session.recover) instead of leaving an orphan or a duplicate."""
     if change.action not in _JOURNALED:
-        _run(change, ctx)
+        row = _run(change, ctx)
+        assert row is not None, "only deletes leave no record, and they are journaled"
+        ctx.store.record(row)
         return
     spec = change.spec
     entry = ctx.store.journal_begin(
         change.ref, change.action.value, source=source_path(spec) if spec else "",
         protect=spec.meta.protect if spec else False)
     try:
-        _run(change, ctx)
+        row = _run(change, ctx)
     except errors.IaasError:
         ctx.store.journal_end(entry)   # failed and rolled back: nothing is left half done
         raise
     # Anything else (a crash, an interrupt, a bug) leaves the entry for Session.recover.
-    ctx.store.journal_end(entry, forget=change.ref if change.action is Action.DELETE else None)
+    # The record of what was made or deleted goes in the entry's own end.
+    ctx.store.journal_end(entry, forget=change.ref if row is None else None, record=row)
 
 
-def _run(change: Change, ctx: StepContext) -> None:
+def _run(change: Change, ctx: StepContext) -> OwnedRow | None:
+    """Carry out a change; the record it leaves, to be written by the caller (None for
+    a delete: the record goes)."""
     if change.action is Action.DELETE:
-        _DELETE[change.ref.kind](ctx, change)   # its record goes when its journal entry does
-        return
+        _DELETE[change.ref.kind](ctx, change)
+        return None
     spec = change.spec
     assert spec is not None
     if change.action is Action.CREATE:
@@ -99,7 +109,7 @@ def _run(change: Change, ctx: StepContext) -> None:
         _mark_adopted(ctx, spec, change)
     else:
         _UPDATE[spec.kind](ctx, spec, change)
-    _record(ctx, spec, change.live.uuid if change.live else None)
+    return spec_row(spec, change.live.uuid if change.live else None)
 
 
 def _mark_adopted(ctx: StepContext, spec: Spec, change: Change) -> None:
@@ -163,8 +173,7 @@ def _create_volume(ctx: StepContext, spec: Spec) -> None:
     assert isinstance(spec, VolumeSpec)
     backing, backing_format = _backing(ctx, spec)
     xml = volume_kind.render(spec, backing_path=backing, backing_format=backing_format)
-    ctx.client.create_volume(spec.pool, xml)
-    _record(ctx, spec)
+    ctx.client.create_volume(spec.pool, xml)   # one call: its record comes with the journal's end
 
 
 def _backing(ctx: StepContext, spec: VolumeSpec) -> tuple[str | None, str | None]:

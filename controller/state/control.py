@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from controller.model import Kind, Ref
-from controller.state.core import StoreCore
+from controller.state.core import OwnedRow, StoreCore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -58,13 +58,15 @@ class Control(StoreCore):
                              (ref.kind.value, ref.name, action, source, int(protect), time.time()))
             return int(cur.lastrowid or 0)
 
-    def journal_end(self, entry: int, *, forget: Ref | None = None) -> None:
-        """The operation is over; `forget` an object it deleted in the same transaction
-        (a commit is an fsync, and a teardown makes one per object fewer)."""
+    def journal_end(self, entry: int, *, forget: Ref | None = None, record: OwnedRow | None = None) -> None:
+        """The operation is over; `forget` an object it deleted, or `record` one it made,
+        in the same transaction (a commit is an fsync: one per object fewer)."""
         with self._write() as db:
             db.execute("DELETE FROM journal WHERE id = ?", (entry,))
             if forget is not None:
                 self._forget_in(db, forget)
+            if record is not None:
+                self._record_in(db, record)
 
     def journal(self) -> list[JournalEntry]:
         with self._lock:

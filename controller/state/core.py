@@ -96,6 +96,19 @@ class ChangeRecord:
     at: float
 
 
+# One ownership record as written: see owned_row.
+OwnedRow = tuple[Any, ...]
+
+
+def owned_row(ref: Ref, *, source: str, protect: bool, uuid: str | None = None,
+              spec_hash: str | None = None, spec: dict[str, Any] | None = None) -> OwnedRow:
+    """An ownership record, made now, to be written by record() or with the end of a
+    journaled operation (Control.journal_end). A None uuid keeps the one recorded."""
+    now = time.time()
+    return (ref.kind.value, ref.name, uuid, source, int(protect), spec_hash,
+            json.dumps(spec) if spec is not None else None, now, now, now)
+
+
 class StoreCore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(state_dir)
@@ -152,20 +165,26 @@ class StoreCore:
         self, ref: Ref, *, source: str, protect: bool, uuid: str | None = None,
         spec_hash: str | None = None, spec: dict[str, Any] | None = None,
     ) -> None:
-        now = time.time()
+        self.record(owned_row(ref, source=source, protect=protect, uuid=uuid, spec_hash=spec_hash, spec=spec))
+
+    def record(self, row: OwnedRow) -> None:
         with self._write() as db:
-            db.execute(
-                """INSERT INTO objects (kind, name, uuid, source, protect, spec_hash, spec_json, owned_since,
-                                        last_applied, updated)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (kind, name) DO UPDATE SET
-                       uuid = COALESCE(excluded.uuid, objects.uuid), source = excluded.source,
-                       protect = excluded.protect, spec_hash = excluded.spec_hash,
-                       spec_json = excluded.spec_json, last_applied = excluded.last_applied,
-                       updated = excluded.updated""",
-                (ref.kind.value, ref.name, uuid, source, int(protect), spec_hash,
-                 json.dumps(spec) if spec is not None else None, now, now, now),
-            )
+            self._record_in(db, row)
+
+    @staticmethod
+    def _record_in(db: sqlite3.Connection, row: OwnedRow) -> None:
+        """Write an ownership record, within the caller's transaction."""
+        db.execute(
+            """INSERT INTO objects (kind, name, uuid, source, protect, spec_hash, spec_json, owned_since,
+                                    last_applied, updated)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (kind, name) DO UPDATE SET
+                   uuid = COALESCE(excluded.uuid, objects.uuid), source = excluded.source,
+                   protect = excluded.protect, spec_hash = excluded.spec_hash,
+                   spec_json = excluded.spec_json, last_applied = excluded.last_applied,
+                   updated = excluded.updated""",
+            row,
+        )
 
     def forget(self, ref: Ref) -> None:
         with self._write() as db:
