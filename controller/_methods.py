@@ -83,15 +83,16 @@ def _read(path: str) -> dict[str, Any]:
     return codes
 
 
-def install(path: str = CACHE) -> _Cache | None:
+def install(path: str = CACHE) -> _Cache:
     """Route the `dataclasses` module's exec through a cache at `path`, once per
     process; the cache is written at exit if this process compiled anything."""
     import atexit
     import dataclasses
 
     current = getattr(dataclasses, "exec", None)
-    if isinstance(getattr(current, "__self__", None), _Cache):
-        return current.__self__   # type: ignore[no-any-return,union-attr]
+    installed = getattr(current, "__self__", None)
+    if isinstance(installed, _Cache):
+        return installed
     cache = _Cache(path)
     dataclasses.exec = cache.exec  # type: ignore[attr-defined]
     atexit.register(cache.save)
@@ -110,5 +111,4 @@ def build() -> None:
     for module in pkgutil.walk_packages(package.__path__, f"{PACKAGE}."):
         if not module.name.endswith(".__main__"):     # that one runs the command line
             importlib.import_module(module.name)
-    if cache is not None:
-        cache.save(always=True)
+    cache.save(always=True)

@@ -106,7 +106,7 @@ def test_other_packages_records_are_not_kept(tmp_path: Path, define) -> None:
 def test_the_package_records_come_from_the_cache_built_for_it() -> None:
     """`build()` (setup and bench run it, as compileall) leaves nothing to compile."""
     cache = _methods.install()
-    assert cache is not None and dataclasses.exec == cache.exec  # type: ignore[attr-defined]
+    assert dataclasses.exec == cache.exec  # type: ignore[attr-defined]
     _methods.build()
     fresh = _methods._Cache(_methods.CACHE)
     assert fresh.codes and set(fresh.codes) >= cache.used
