@@ -31,11 +31,18 @@ LIMIT = 2000   # entries; past it (many edits of the records) the file starts ov
 
 
 class _Cache:
+    """The file's code objects are handed out once each and then dropped: a daemon
+    does not keep the compiled text of every method next to the methods themselves."""
+
     def __init__(self, path: str) -> None:
         self.path = path
-        self.codes: dict[str, Any] = _read(path)
-        self.used: set[str] = set()
-        self.missed = 0
+        self.codes: dict[str, Any] = _read(path)   # from the file, until a class takes its code
+        self.taken: set[int] = set()               # hash() of the texts taken from it
+        self.new: dict[str, Any] = {}              # compiled here: texts the file does not have
+
+    @property
+    def missed(self) -> int:
+        return len(self.new)
 
     def exec(self, source: Any, globals: dict[str, Any] | None = None,   # noqa: A002 - exec's own names
              locals: dict[str, Any] | None = None) -> None:             # noqa: A002
@@ -43,21 +50,29 @@ class _Cache:
                 or str(globals.get("__name__", "")).partition(".")[0] != PACKAGE:
             builtins.exec(source, globals, locals)
             return
-        code = self.codes.get(source)
+        code = self.codes.pop(source, None)
+        if code is not None:
+            self.taken.add(hash(source))
+        else:
+            code = self.new.get(source)
         if code is None:
             code = compile(source, "<string>", "exec")   # what exec(source) compiles
-            self.codes[source] = code
-            self.missed += 1
-        self.used.add(source)
+            # The same text a second time (two classes with the same fields) is
+            # compiled again, but it is in the file: no reason to write it.
+            if hash(source) not in self.taken:
+                self.new[source] = code
         builtins.exec(code, globals, locals)
 
     def save(self, *, always: bool = False) -> None:
-        """Write the file if this process compiled anything, unless the environment
-        asks that no bytecode be written (PYTHONDONTWRITEBYTECODE), as for .pyc files;
-        `always` writes it in any case (build())."""
-        if not always and (not self.missed or sys.dont_write_bytecode):
+        """Add what this process compiled to the file, unless the environment asks that
+        no bytecode be written (PYTHONDONTWRITEBYTECODE), as for .pyc files; `always`
+        writes it in any case (build())."""
+        if not always and (not self.new or sys.dont_write_bytecode):
             return
-        codes = self.codes if len(self.codes) <= LIMIT else {k: self.codes[k] for k in self.used}
+        codes = _read(self.path)          # as it is now: another process may have added to it
+        codes.update(self.new)
+        if len(codes) > LIMIT:            # many edits of the records: start over
+            codes = dict(self.new)
         tmp = f"{self.path}.{os.getpid()}"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import marshal
+import os
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -31,11 +33,11 @@ def define(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
     """Define RECORDS in a fresh module of the package, through a given cache."""
     made = []
 
-    def run(cache: _methods._Cache, package: str = "controller") -> types.ModuleType:
+    def run(cache: _methods._Cache, package: str = "controller", source: str = RECORDS) -> types.ModuleType:
         module = types.ModuleType(f"{package}._records_{len(made)}")
         monkeypatch.setitem(sys.modules, module.__name__, module)
         monkeypatch.setattr(dataclasses, "exec", cache.exec, raising=False)
-        exec(compile(RECORDS, module.__name__, "exec"), module.__dict__)  # noqa: S102
+        exec(compile(source, module.__name__, "exec"), module.__dict__)  # noqa: S102
         made.append(module)
         return module
 
@@ -58,8 +60,10 @@ def test_a_second_process_compiles_nothing_and_gets_the_same_records(tmp_path: P
     first.save(always=True)
 
     second = _methods._Cache(path)
+    assert second.codes.keys() == first.new.keys()
     again = define.run(second)
-    assert second.missed == 0 and second.used == set(first.codes)
+    assert second.missed == 0
+    assert second.codes == {} and len(second.taken) == len(first.new)   # handed out, then dropped
     assert _behaviour(again) == _behaviour(made) == (
         "Disk(volume='root', size=5, tags=('a',))", True, True, True, (), ["volume", "size", "tags"])
 
@@ -73,7 +77,17 @@ def test_a_bad_cache_file_is_compiled_afresh_and_replaced(tmp_path: Path, define
     made = define.run(cache)
     assert cache.missed > 0 and made.Disk("a") == made.Disk("a")
     cache.save(always=True)
-    assert _methods._Cache(str(path)).codes.keys() == cache.codes.keys()
+    assert _methods._Cache(str(path)).codes.keys() == cache.new.keys()
+
+
+def test_two_processes_saving_keep_what_each_compiled(tmp_path: Path, define) -> None:
+    path = str(tmp_path / "methods.marshal")
+    one, other = _methods._Cache(path), _methods._Cache(path)
+    define.run(one)
+    define.run(other, source=RECORDS.replace("class Disk", "class Nic").replace("volume: str", "mac: str"))
+    one.save(always=True)
+    other.save(always=True)
+    assert _methods._Cache(path).codes.keys() == one.new.keys() | other.new.keys()
 
 
 def test_nothing_is_written_where_bytecode_is_not(tmp_path: Path, define, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,13 +114,20 @@ def test_an_unwritable_cache_costs_nothing_but_speed(tmp_path: Path, define) -> 
 def test_other_packages_records_are_not_kept(tmp_path: Path, define) -> None:
     cache = _methods._Cache(str(tmp_path / "methods.marshal"))
     made = define.run(cache, package="someone_else")
-    assert cache.missed == 0 and not cache.codes and made.Disk("a").size == 0
+    assert cache.missed == 0 and made.Disk("a").size == 0
 
 
 def test_the_package_records_come_from_the_cache_built_for_it() -> None:
-    """`build()` (setup and bench run it, as compileall) leaves nothing to compile."""
+    """After `build()` (setup and the bench run it, as compileall), a new process that
+    imports every module of the package, and may not write bytecode, compiles nothing."""
     cache = _methods.install()
     assert dataclasses.exec == cache.exec  # type: ignore[attr-defined]
     _methods.build()
-    fresh = _methods._Cache(_methods.CACHE)
-    assert fresh.codes and set(fresh.codes) >= cache.used
+    script = ("import dataclasses, importlib, pkgutil, controller\n"
+              "for m in pkgutil.walk_packages(controller.__path__, 'controller.'):\n"
+              "    m.name.endswith('__main__') or importlib.import_module(m.name)\n"
+              "print(dataclasses.exec.__self__.missed, len(dataclasses.exec.__self__.taken))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), cwd=Path(__file__).parents[2])
+    missed, taken = map(int, done.stdout.split())
+    assert missed == 0 and taken > 100
