@@ -73,17 +73,15 @@ class _Cache:
         codes.update(self.new)
         if len(codes) > LIMIT:            # many edits of the records: start over
             codes = dict(self.new)
-        tmp = f"{self.path}.{os.getpid()}"
+        from pathlib import Path
+
+        from controller.filecache import replace_file   # only here: pickle's import is not every command's
+
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "wb") as handle:
-                marshal.dump((HEADER, codes), handle)
-            os.replace(tmp, self.path)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            return
+        replace_file(Path(self.path), marshal.dumps((HEADER, codes)), mode=0o644)
 
 
 def _read(path: str) -> dict[str, Any]:

@@ -36,17 +36,26 @@ def write(path: Path, key: str, value: Any) -> bool:
     a cache never creates it. Whether it was kept."""
     if not path.parent.parent.is_dir():
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    return replace_file(path, pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL), mode=0o600)
+
+
+def replace_file(path: Path, data: bytes, *, mode: int) -> bool:
+    """Put `data` at `path` whole or not at all (a temporary file, then a rename);
+    whether it was written. What a failed attempt left is removed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         with os.fdopen(fd, "wb") as handle:
-            pickle.dump((key, value), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            handle.write(data)
         os.replace(tmp, path)
     except OSError:
         try:
             os.unlink(tmp)
         except OSError:
-            pass
+            pass  # never made, or already gone: nothing left behind either way
         return False
     return True
