@@ -196,25 +196,89 @@ def _list_with(list_all: Callable[[int], list[Any]], *flags: int) -> tuple[list[
     return objects, [frozenset(o.name() for o in list_all(flag)) for flag in flags]
 
 
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass  # closing a dead connection has nothing left to release
+
+
+def set_keepalive(conn: Any, keepalive: tuple[int, int]) -> None:
+    """Ping the peer every interval seconds; after count unanswered pings the
+    connection is closed. Drivers without keepalive (in-process ones) simply have none."""
+    try:
+        conn.setKeepAlive(*keepalive)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+            raise
+
+
 class Libvirt:
-    """One connection to one libvirt URI. Thread-safe as libvirt connections are."""
+    """One libvirt URI: its connection, and the workers' own (see `own_connection`).
+    Thread-safe as libvirt connections are."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.mutations = 0
+        self.keepalive: tuple[int, int] | None = None   # set on each connection once the daemon asks
         self._lock = threading.Lock()
         self._network_inactive_flag = True
         self._stats_call = True          # getAllDomainStats(STATE, NOWAIT): libvirt >= 4.5
         self._static: tuple[str, str] | None = None         # see host()
         self._domain_types: tuple[str, ...] | None = None    # see domain_types()
+        self._own = threading.local()    # .conn: the connection this thread holds in own_connection()
+        self._idle: list[Any] = []       # workers' connections between two blocks
+        self._closed = False
+        # The in-process test driver has no daemon to wait for, and test:///FILE is
+        # a host of its own per connection: there every thread shares the one.
+        self._one_only = uri.startswith("test:")
         with _mapped():
-            self._conn = libvirt.open(uri)
+            self._main = libvirt.open(uri)
+
+    @property
+    def _conn(self) -> Any:
+        return getattr(self._own, "conn", None) or self._main
+
+    @contextmanager
+    def own_connection(self) -> Iterator[None]:
+        """This thread's calls, for the block, go over a connection no other thread
+        uses meanwhile. On one shared connection libvirtd may hold a quick call until
+        another thread's slow one returns: a pool's start waits for a network's start,
+        a VM's definition for five other VMs' starts (docs/performance.md,
+        "one connection per worker"), and changes run side by side would wait in
+        line. Connections are opened when first needed and kept until `close`."""
+        if self._one_only or getattr(self._own, "conn", None) is not None:
+            yield
+            return
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        self._own.conn = conn
+        try:
+            yield
+        finally:
+            self._own.conn = None
+            with self._lock:
+                keep = not self._closed
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                _close(conn)
+
+    def _open(self) -> Any:
+        with _mapped():
+            conn = libvirt.open(self.uri)
+            if self.keepalive is not None:
+                set_keepalive(conn, self.keepalive)
+        return conn
 
     def close(self) -> None:
-        try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            pass  # closing a dead connection has nothing left to release
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in (self._main, *idle):
+            _close(conn)
 
     def __enter__(self) -> Libvirt:
         return self

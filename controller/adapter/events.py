@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import libvirt
 
-from controller.adapter import Libvirt, _mapped
+from controller.adapter import Libvirt, _mapped, set_keepalive
 
 # virsh's names for lifecycle events, for the daemon's log.
 _DOMAIN_EVENTS = {
@@ -71,7 +71,7 @@ class Subscription:
         self._ids = ids
 
     def close(self) -> None:
-        conn = self.client._conn
+        conn = self.client._main
         for kind, callback_id in self._ids:
             try:
                 {"domain": conn.domainEventDeregisterAny, "network": conn.networkEventDeregisterAny,
@@ -90,7 +90,7 @@ def subscribe(client: Libvirt, on_event: OnEvent, on_close: OnClose, *, keepaliv
     """Lifecycle callbacks for domains, networks and pools, a close callback, and
     keepalive (a hung peer is noticed within interval*count seconds). Drivers without
     keepalive (the in-process test driver) simply have none."""
-    conn = client._conn
+    conn = client._main
     ids: list[tuple[str, int]] = []
     with _mapped():
         ids.append(("domain", conn.domainEventRegisterAny(
@@ -106,9 +106,6 @@ def subscribe(client: Libvirt, on_event: OnEvent, on_close: OnClose, *, keepaliv
             lambda _c, pool, event, _detail, _o: on_event(
                 f"StoragePool/{pool.name()}", _POOL_EVENTS.get(event, str(event))), None)))
         conn.registerCloseCallback(lambda _c, reason, _o: on_close(_CLOSE_REASONS.get(reason, str(reason))), None)
-        try:
-            conn.setKeepAlive(*keepalive)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-                raise
+        set_keepalive(conn, keepalive)
+        client.keepalive = keepalive       # and on the workers' connections it opens from now on
     return Subscription(client, ids)

@@ -158,6 +158,7 @@ class Daemon:
             subscription = subscribe(client, on_event=self._libvirt_event, on_close=self._closed)
             try:
                 background_client = self._connect(self.config.connect)
+                background_client.keepalive = client.keepalive    # a hung libvirtd fails its calls too
             except errors.IaasError:
                 subscription.close()
                 raise

@@ -167,7 +167,8 @@ def _skipped(change: Change, failed: list[Ref]) -> Outcome:
 def _attempt(change: Change, ctx: StepContext) -> Outcome:
     started = time.monotonic()
     try:
-        run_change(change, ctx)
+        with ctx.client.own_connection():   # not one shared with the other workers: see there
+            run_change(change, ctx)
     except errors.IaasError as exc:
         return Outcome(change, ok=False, error=str(exc), transient=exc.transient,
                        seconds=time.monotonic() - started)

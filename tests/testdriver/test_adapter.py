@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import libvirt
 import pytest
 
@@ -116,3 +118,20 @@ def test_a_libvirt_without_batched_states_is_asked_domain_by_domain(
     for _ in range(2):
         assert [(d.name, d.state) for d in client.domains()] == [("test", "running")]
     assert calls == [1], "an unsupported call is not tried again on every observation"
+
+
+def test_the_test_driver_is_one_connection_for_every_thread(client: Libvirt) -> None:
+    """test:///default is a host inside this process (and test:///FILE one per
+    connection): a worker's calls stay on the connection the host lives in."""
+    seen = []
+
+    def worker() -> None:
+        with client.own_connection():
+            seen.append(client._conn)
+            client.destroy_domain("test")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [client._main]
+    assert client.domain_state("test") == "shutoff"
