@@ -3,7 +3,10 @@
 Each command does, with nothing but libvirt-python and f-strings of fixed XML, what
 the corresponding iaasctl command does for the benchmark's set of objects; it runs
 as its own process, like `iaasctl`, so both pay for starting Python. `--threads N`
-runs the per-VM work on N threads (the thread-pooled variant); 1 is sequential.
+runs the per-VM work on N threads (the thread-pooled variant); 1 is sequential. With
+`--connection-each` each thread has a connection of its own, as iaasctl's workers
+do: on one shared connection libvirtd may hold a quick call until another thread's
+slow one returns.
 
     python bench/baseline.py converge|noop|memory|teardown --n 10 --prefix bench- ...
 """
@@ -11,6 +14,7 @@ runs the per-VM work on N threads (the thread-pooled variant); 1 is sequential.
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,13 +51,24 @@ def domain_xml(i: int, a: argparse.Namespace, *, memory_mib: int, uuid: str | No
             f"<serial type='pty'/></devices></domain>")
 
 
-def per_vm(a: argparse.Namespace, work) -> None:  # type: ignore[no-untyped-def]
+def per_vm(a: argparse.Namespace, conn: libvirt.virConnect, work) -> None:  # type: ignore[no-untyped-def]
+    """work(connection, i) for every VM: in turn, or on a.threads threads."""
     if a.threads == 1:
         for i in range(a.n):
-            work(i)
+            work(conn, i)
         return
+    local, opened = threading.local(), []
+
+    def run(i: int) -> None:
+        if a.connection_each and not hasattr(local, "conn"):
+            local.conn = libvirt.open(a.uri)
+            opened.append(local.conn)
+        work(local.conn if a.connection_each else conn, i)
+
     with ThreadPoolExecutor(a.threads) as pool:
-        list(pool.map(work, range(a.n)))
+        list(pool.map(run, range(a.n)))
+    for own in opened:
+        own.close()
 
 
 def converge(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
@@ -65,11 +80,11 @@ def converge(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
     net.create()
     net.setAutostart(1)
 
-    def vm(i: int) -> None:
-        pool.createXML(volume_xml(f"{a.prefix}vm-{i}-root", a), 0)
-        conn.defineXML(domain_xml(i, a, memory_mib=128)).create()
+    def vm(c: libvirt.virConnect, i: int) -> None:
+        c.storagePoolLookupByName(f"{a.prefix}pool").createXML(volume_xml(f"{a.prefix}vm-{i}-root", a), 0)
+        c.defineXML(domain_xml(i, a, memory_mib=128)).create()
 
-    per_vm(a, vm)
+    per_vm(a, conn, vm)
 
 
 def noop(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
@@ -89,9 +104,9 @@ def noop(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
 def memory(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
     """Redefine every VM with new memory; with --restart, restart it gracefully to use it."""
 
-    def vm(i: int) -> None:
-        dom = conn.lookupByName(f"{a.prefix}vm-{i}")
-        conn.defineXML(domain_xml(i, a, memory_mib=a.memory, uuid=dom.UUIDString()))
+    def vm(c: libvirt.virConnect, i: int) -> None:
+        dom = c.lookupByName(f"{a.prefix}vm-{i}")
+        c.defineXML(domain_xml(i, a, memory_mib=a.memory, uuid=dom.UUIDString()))
         if a.restart:
             dom.shutdown()
             deadline = time.monotonic() + a.shutdown_timeout
@@ -101,20 +116,20 @@ def memory(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
                 dom.destroy()
             dom.create()
 
-    per_vm(a, vm)
+    per_vm(a, conn, vm)
 
 
 def teardown(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
     pool = conn.storagePoolLookupByName(f"{a.prefix}pool")
 
-    def vm(i: int) -> None:
-        dom = conn.lookupByName(f"{a.prefix}vm-{i}")
+    def vm(c: libvirt.virConnect, i: int) -> None:
+        dom = c.lookupByName(f"{a.prefix}vm-{i}")
         if dom.isActive():
             dom.destroy()
         dom.undefine()
-        pool.storageVolLookupByName(f"{a.prefix}vm-{i}-root").delete(0)
+        c.storagePoolLookupByName(f"{a.prefix}pool").storageVolLookupByName(f"{a.prefix}vm-{i}-root").delete(0)
 
-    per_vm(a, vm)
+    per_vm(a, conn, vm)
     net = conn.networkLookupByName(f"{a.prefix}net")
     net.destroy()
     net.undefine()
@@ -129,6 +144,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--connection-each", action="store_true")
     parser.add_argument("--pool-dir")
     parser.add_argument("--base-image")
     parser.add_argument("--kernel")

@@ -93,9 +93,11 @@ def sweep() -> None:
     subprocess.run([PYTHON, "-c", script], check=True)
 
 
-def baseline_cmd(command: str, n: int, threads: int, *extra: str) -> list[str]:
+def baseline_cmd(command: str, n: int, threads: int | tuple[int, str], *extra: str) -> list[str]:
+    """`threads` is a count, or (count, "--connection-each")."""
+    count, *each = threads if isinstance(threads, tuple) else (threads,)
     return [PYTHON, str(REPO / "bench/baseline.py"), command, "--n", str(n), "--prefix", PREFIX,
-            "--threads", str(threads), "--pool-dir", str(WORK / "pool"), "--base-image", str(WORK / "base.qcow2"),
+            "--threads", str(count), *each, "--pool-dir", str(WORK / "pool"), "--base-image", str(WORK / "base.qcow2"),
             "--kernel", str(GUEST / "vmlinuz"), "--initrd", str(GUEST / "initrd.gz"), *extra]
 
 
@@ -117,7 +119,7 @@ def iaasctl_cycle(n: int, state: Path, specs: Path) -> dict[str, float]:
     return out
 
 
-def baseline_cycle(n: int, threads: int) -> dict[str, float]:
+def baseline_cycle(n: int, threads: int | tuple[int, str]) -> dict[str, float]:
     out = {"converge": timed(baseline_cmd("converge", n, threads))}
     out["noop"] = min(timed(baseline_cmd("noop", n, threads)) for _ in range(NOOP_REPEATS))
     out["memory"] = timed(baseline_cmd("memory", n, threads, "--memory", "160"))
@@ -181,8 +183,10 @@ def profiles(n: int) -> dict[str, str]:
     return out
 
 
-# The floor is the fastest of these; 8 threads is iaasctl's default parallelism.
-BASELINES = (("sequential", 1), ("4 threads", 4), ("8 threads", 8))
+# The floor is the fastest of these; 8 threads is iaasctl's default parallelism, and
+# like its workers the last variant gives each thread a connection of its own.
+BASELINES: tuple[tuple[str, int | tuple[int, str]], ...] = (
+    ("sequential", 1), ("4 threads", 4), ("8 threads", 8), ("8 threads, 8 connections", (8, "--connection-each")))
 TARGETS = {"converge": 1.1, "teardown": 1.1, "noop": 2.0, "memory": None, "memory+restart": None}
 
 
