@@ -135,3 +135,51 @@ def test_the_test_driver_is_one_connection_for_every_thread(client: Libvirt) -> 
     thread.join()
     assert seen == [client._main]
     assert client.domain_state("test") == "shutoff"
+
+
+def test_workers_hold_connections_of_their_own_until_close() -> None:
+    """The leasing itself, on connections to test:///default (one host per process, so
+    every connection sees the same): what a qemu:/// client does for its workers."""
+    client = Libvirt("test:///default")
+    client._one_only = False
+    held: dict[str, object] = {}
+    both = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        with client.own_connection():
+            held[name] = client._conn
+            both.wait(timeout=30)            # both hold one at the same time
+            if name == "a":
+                client.destroy_domain("test")
+            both.wait(timeout=30)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len({id(client._main), id(held["a"]), id(held["b"])}) == 3
+    assert client.domain_state("test") == "shutoff"     # a worker's change is the host's
+    assert client.mutations == 1                        # and is counted as the client's
+
+    with client.own_connection():                       # kept: the next block opens none
+        assert client._conn in (held["a"], held["b"])
+        with client.own_connection():                   # nested: the same one
+            inner = client._conn
+        assert client._conn is inner
+        client.close()                                  # closed while held: at the block's end
+        assert client._conn.isAlive()
+    with pytest.raises(libvirt.libvirtError):
+        held["a"].isAlive()                             # type: ignore[attr-defined]
+    with pytest.raises(libvirt.libvirtError):
+        held["b"].isAlive()                             # type: ignore[attr-defined]
+
+
+def test_a_worker_that_cannot_connect_fails_with_our_error() -> None:
+    with Libvirt("test:///default") as client:
+        client._one_only = False
+        client.uri = "test:///no/such/host.xml"
+        with pytest.raises(errors.LibvirtFailure) as caught:
+            with client.own_connection():
+                pass
+        assert isinstance(caught.value.__cause__, libvirt.libvirtError)
