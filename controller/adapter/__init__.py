@@ -203,6 +203,14 @@ def _close(conn: Any) -> None:
         pass  # closing a dead connection has nothing left to release
 
 
+def _alive(conn: Any) -> bool:
+    """What the client knows of its connection, without a round trip."""
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
 def set_keepalive(conn: Any, keepalive: tuple[int, int]) -> None:
     """Ping the peer every interval seconds; after count unanswered pings the
     connection is closed. Drivers without keepalive (in-process ones) simply have none."""
@@ -244,14 +252,22 @@ class Libvirt:
         """This thread's calls, for the block, go over a connection no other thread
         uses meanwhile. On one shared connection libvirtd may hold a quick call until
         another thread's slow one returns: a pool's start waits for a network's start,
-        a VM's definition for five other VMs' starts (docs/performance.md,
-        "one connection per worker"), and changes run side by side would wait in
-        line. Connections are opened when first needed and kept until `close`."""
+        a VM's definition for other VMs' starts (docs/performance.md, seventh round),
+        and changes run side by side would wait in line. Connections are opened when
+        first needed and kept until `close`; one found dead (its keepalive gave up on
+        a hung libvirtd) is closed and replaced, not handed out again."""
         if self._one_only or getattr(self._own, "conn", None) is not None:
             yield
             return
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
+        conn = None
+        while conn is None:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn = self._idle.pop()
+            if not _alive(conn):
+                _close(conn)
+                conn = None
         if conn is None:
             conn = self._open()
         self._own.conn = conn

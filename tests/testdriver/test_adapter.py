@@ -183,3 +183,15 @@ def test_a_worker_that_cannot_connect_fails_with_our_error() -> None:
             with client.own_connection():
                 pass
         assert isinstance(caught.value.__cause__, libvirt.libvirtError)
+
+
+def test_a_workers_connection_found_dead_is_replaced() -> None:
+    """A connection its keepalive closed (a hung libvirtd) is not handed out again."""
+    with Libvirt("test:///default") as client:
+        client._one_only = False
+        with client.own_connection():
+            first = client._conn
+        first.close()                                   # type: ignore[attr-defined]
+        with client.own_connection():
+            assert client._conn is not first
+            assert client.domain_state("test") == "running"
