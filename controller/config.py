@@ -31,6 +31,7 @@ class Config:
     parallelism: int = 8             # measured: docs/performance.md ("parallelism")
     shutdown_timeout: float = 60.0
     console_log_dir: str = "/var/log/libvirt/qemu"
+    connect_timeout: float = 30.0      # a libvirtd that accepts and never answers fails after this
     # the daemon (iaasctl run)
     resync_interval: float = 300.0     # full pass at least this often, in case an event was lost
     debounce: float = 0.3              # quiet time after a manifest file event before the pass
@@ -112,7 +113,7 @@ def _check(config: Config) -> None:
     for key in ("shutdown_timeout", "debounce", "delete_grace"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key}: {getattr(config, key)} must not be negative")
-    for key in ("resync_interval", "backoff_base", "backoff_max"):
+    for key in ("connect_timeout", "resync_interval", "backoff_base", "backoff_max"):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: {getattr(config, key)} must be positive")
 

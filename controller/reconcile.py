@@ -39,7 +39,7 @@ class Session:
     def open(cls, config: Config) -> Session:
         store = StateStore(config.state_dir)
         try:
-            client = Libvirt(config.connect)
+            client = Libvirt(config.connect, connect_timeout=config.connect_timeout)
         except BaseException:
             store.close()
             raise

@@ -203,6 +203,44 @@ def _close(conn: Any) -> None:
         pass  # closing a dead connection has nothing left to release
 
 
+def open_within(uri: str, timeout: float | None) -> Any:
+    """libvirt.open, given up after `timeout` seconds. A hung libvirtd (stopped, or
+    stuck) accepts the socket and never answers, and libvirt's open has no deadline
+    of its own (keepalive starts only once a connection is open): without one a
+    command, or the daemon's reconnect, would wait until libvirtd came back. The
+    thread left waiting closes the connection if it ever gets one."""
+    if timeout is None:
+        with _mapped():
+            return libvirt.open(uri)
+    lock = threading.Lock()
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            box["error"] = exc
+        else:
+            with lock:
+                if box.get("late"):
+                    _close(conn)
+                    return
+                box["conn"] = conn
+        done.set()
+
+    threading.Thread(target=attempt, name="iaasctl-connect", daemon=True).start()
+    done.wait(timeout)
+    with lock:
+        if "conn" in box:
+            return box["conn"]
+        if "error" not in box:
+            box["late"] = True
+            raise errors.Disconnected(f"{uri}: libvirt did not answer within {timeout:g} s (is libvirtd hung?)",
+                                      code=libvirt.VIR_ERR_OPERATION_TIMEOUT)
+    raise map_error(box["error"]) from box["error"]
+
+
 def _alive(conn: Any) -> bool:
     """What the client knows of its connection, without a round trip."""
     try:
@@ -225,8 +263,9 @@ class Libvirt:
     """One libvirt URI: its connection, and the workers' own (see `own_connection`).
     Thread-safe as libvirt connections are."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, connect_timeout: float | None = None) -> None:
         self.uri = uri
+        self.connect_timeout = connect_timeout
         self.mutations = 0
         self.keepalive: tuple[int, int] | None = None   # set on each connection once the daemon asks
         self._lock = threading.Lock()
@@ -240,8 +279,7 @@ class Libvirt:
         # The in-process test driver has no daemon to wait for, and test:///FILE is
         # a host of its own per connection: there every thread shares the one.
         self._one_only = uri.startswith("test:")
-        with _mapped():
-            self._main = libvirt.open(uri)
+        self._main = open_within(uri, connect_timeout)
 
     @property
     def _conn(self) -> Any:
@@ -283,9 +321,9 @@ class Libvirt:
                 _close(conn)
 
     def _open(self) -> Any:
-        with _mapped():
-            conn = libvirt.open(self.uri)
-            if self.keepalive is not None:
+        conn = open_within(self.uri, self.connect_timeout)
+        if self.keepalive is not None:
+            with _mapped():
                 set_keepalive(conn, self.keepalive)
         return conn
 

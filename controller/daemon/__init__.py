@@ -53,12 +53,12 @@ SHUTDOWN_QUIET = 2.0   # how long a domain's "shutdown" event waits for its "sto
 
 class Daemon:
     def __init__(self, paths: Sequence[str], config: Config, *, policy: Policy | None = None,
-                 connect: Callable[[str], Libvirt] = Libvirt,
+                 connect: Callable[[str], Libvirt] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.paths = list(paths)
         self.config = config
         self.policy = policy or Policy()
-        self._connect = connect
+        self._connect = connect or functools.partial(Libvirt, connect_timeout=config.connect_timeout)
         self._clock = clock
         self.triggers = Triggers(clock=clock)
         self.backoff = Backoff(base=config.backoff_base, cap=config.backoff_max)
