@@ -297,17 +297,7 @@ class Libvirt:
         if self._one_only or getattr(self._own, "conn", None) is not None:
             yield
             return
-        conn = None
-        while conn is None:
-            with self._lock:
-                if not self._idle:
-                    break
-                conn = self._idle.pop()
-            if not _alive(conn):
-                _close(conn)
-                conn = None
-        if conn is None:
-            conn = self._open()
+        conn = self._idle_alive() or self._open()
         self._own.conn = conn
         try:
             yield
@@ -319,6 +309,17 @@ class Libvirt:
                     self._idle.append(conn)
             if not keep:
                 _close(conn)
+
+    def _idle_alive(self) -> Any:
+        """A kept connection that is still open, if there is one; dead ones are closed."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if _alive(conn):
+                return conn
+            _close(conn)
 
     def _open(self) -> Any:
         conn = open_within(self.uri, self.connect_timeout)

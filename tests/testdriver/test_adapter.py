@@ -181,7 +181,7 @@ def test_a_worker_that_cannot_connect_fails_with_our_error() -> None:
         client.uri = "test:///no/such/host.xml"
         with pytest.raises(errors.LibvirtFailure) as caught:
             with client.own_connection():
-                pass
+                pass   # entering is what fails: the worker's connection is opened there
         assert isinstance(caught.value.__cause__, libvirt.libvirtError)
 
 
