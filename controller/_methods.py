@@ -21,12 +21,13 @@ import builtins
 import marshal
 import os
 import sys
+from types import ModuleType
 from typing import Any
 
 PACKAGE = "controller"
 CACHE = os.path.join(os.path.dirname(__file__), "__pycache__",
                      f"dataclass-methods.{sys.implementation.cache_tag}.marshal")
-HEADER = f"iaasctl dataclass methods, Python {sys.version}"
+HEADER = f"iaasctl dataclass methods 2, Python {sys.version}"   # 2: compiled with no __future__ of ours
 LIMIT = 2000   # entries; past it (many edits of the records) the file starts over
 
 
@@ -48,7 +49,9 @@ class _Cache:
              locals: dict[str, Any] | None = None) -> None:             # noqa: A002
         if not isinstance(source, str) or globals is None \
                 or str(globals.get("__name__", "")).partition(".")[0] != PACKAGE:
-            builtins.exec(source, globals, locals)
+            # compiled here, exec would take this module's `from __future__ import
+            # annotations` (the methods' annotations would be strings): as dataclasses does
+            builtins.exec(_compile(source) if isinstance(source, str) else source, globals, locals)
             return
         code = self.codes.pop(source, None)
         if code is not None:
@@ -56,7 +59,7 @@ class _Cache:
         else:
             code = self.new.get(source)
         if code is None:
-            code = compile(source, "<string>", "exec")   # what exec(source) compiles
+            code = _compile(source)
             # The same text a second time (two classes with the same fields) is
             # compiled again, but it is in the file: no reason to write it.
             if hash(source) not in self.taken:
@@ -84,6 +87,11 @@ class _Cache:
         replace_file(Path(self.path), marshal.dumps((HEADER, codes)), mode=0o644)
 
 
+def _compile(source: str) -> Any:
+    """What exec(source) compiles in dataclasses, which has no __future__ imports."""
+    return compile(source, "<string>", "exec", dont_inherit=True)
+
+
 def _read(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
@@ -100,8 +108,8 @@ def install(path: str = CACHE) -> _Cache:
     """Route the `dataclasses` module's exec through a cache at `path`, once per
     process; the cache is written at exit if this process compiled anything."""
     import atexit
-    import dataclasses
 
+    dataclasses = _dataclasses()
     current = getattr(dataclasses, "exec", None)
     installed = getattr(current, "__self__", None)
     if isinstance(installed, _Cache):
@@ -110,6 +118,31 @@ def install(path: str = CACHE) -> _Cache:
     dataclasses.exec = cache.exec  # type: ignore[attr-defined]
     atexit.register(cache.save)
     return cache
+
+
+def _dataclasses() -> Any:
+    """`import dataclasses` without importing `inspect` for it, which with ast, dis and
+    tokenize is ~9 ms of every command: dataclasses calls it only to write a docstring
+    for a class that has none (ours have theirs). It gets a stand-in that imports the
+    real module the first time it is used; whoever else imports `inspect` gets the real
+    one from the start."""
+    if "dataclasses" not in sys.modules and "inspect" not in sys.modules:
+        stand_in = _InspectOnUse("inspect")
+        sys.modules["inspect"] = stand_in
+        try:
+            import dataclasses
+        finally:
+            if sys.modules.get("inspect") is stand_in:
+                del sys.modules["inspect"]
+    import dataclasses
+    return dataclasses
+
+
+class _InspectOnUse(ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        import inspect     # the real one: the stand-in left sys.modules once dataclasses had it
+
+        return getattr(inspect, name)
 
 
 def build() -> None:

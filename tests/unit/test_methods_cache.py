@@ -37,7 +37,7 @@ def define(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
         module = types.ModuleType(f"{package}._records_{len(made)}")
         monkeypatch.setitem(sys.modules, module.__name__, module)
         monkeypatch.setattr(dataclasses, "exec", cache.exec, raising=False)
-        exec(compile(source, module.__name__, "exec"), module.__dict__)  # noqa: S102
+        exec(compile(source, module.__name__, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
         made.append(module)
         return module
 
@@ -49,7 +49,8 @@ def _behaviour(module: types.ModuleType) -> tuple[object, ...]:
     with pytest.raises(dataclasses.FrozenInstanceError):
         disk.size = 6  # type: ignore[misc]
     return (repr(disk), disk == module.Disk("root", 5, ("a",)), hash(disk) == hash(module.Disk("root", 5, ("a",))),
-            disk < module.Disk("web"), module.Disk("x").tags, [f.name for f in dataclasses.fields(disk)])
+            disk < module.Disk("web"), module.Disk("x").tags, [f.name for f in dataclasses.fields(disk)],
+            module.Disk.__init__.__annotations__)
 
 
 def test_a_second_process_compiles_nothing_and_gets_the_same_records(tmp_path: Path, define) -> None:
@@ -65,7 +66,9 @@ def test_a_second_process_compiles_nothing_and_gets_the_same_records(tmp_path: P
     assert second.missed == 0
     assert second.codes == {} and len(second.taken) == len(first.new)   # handed out, then dropped
     assert _behaviour(again) == _behaviour(made) == (
-        "Disk(volume='root', size=5, tags=('a',))", True, True, True, (), ["volume", "size", "tags"])
+        "Disk(volume='root', size=5, tags=('a',))", True, True, True, (), ["volume", "size", "tags"],
+        # the methods are compiled as dataclasses compiles them, without our __future__ imports
+        {"volume": str, "size": int, "tags": tuple[str, ...], "return": None})
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage", marshal.dumps(("another program", {})),
@@ -131,3 +134,21 @@ def test_the_package_records_come_from_the_cache_built_for_it() -> None:
                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), cwd=Path(__file__).parents[2])
     missed, taken = map(int, done.stdout.split())
     assert missed == 0 and taken > 100
+
+
+def test_dataclasses_imports_inspect_only_for_a_class_without_a_docstring() -> None:
+    """The package's records all have docstrings, so `inspect` is never imported for
+    them; a class without one still gets the docstring dataclasses writes, and the real
+    `inspect` is the one everybody else imports."""
+    script = ("import sys, controller\n"
+              "print('inspect' in sys.modules)\n"
+              "from dataclasses import dataclass\n"
+              "@dataclass\n"
+              "class Bare:\n"
+              "    size: int = 0\n"
+              "print(Bare.__doc__)\n"
+              "import inspect\n"
+              "print(inspect.signature(Bare), type(inspect).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[2])
+    assert done.stdout.splitlines() == ["False", "Bare(size: int = 0)", "(size: int = 0) -> None module"]
