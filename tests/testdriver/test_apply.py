@@ -254,6 +254,27 @@ def test_a_vm_that_fails_to_start_is_rolled_back_and_others_proceed(session, wri
         failing.client.close()
 
 
+class _BuggyNetwork(Libvirt):
+    """A bug, not a libvirt failure: an exception that is no IaasError."""
+
+    def define_network(self, xml: str) -> str:
+        raise ZeroDivisionError("a bug in a step")
+
+
+def test_a_bug_in_a_step_reaches_the_caller_after_the_other_workers_finish(session, write_manifests) -> None:
+    import threading
+
+    root = write_manifests(m.stack())
+    buggy = Session(session.config, _BuggyNetwork(session.config.connect), session.store)
+    try:
+        with pytest.raises(ZeroDivisionError, match="a bug in a step"):
+            run(buggy, root)
+    finally:
+        buggy.client.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("iaasctl-exec")], "workers left running"
+    assert "t-images" in live_names(session, Kind.POOL), "the change beside it ran to its end"
+
+
 def test_host_admission_refuses_a_vm_larger_than_the_host(session, write_manifests) -> None:
     root = write_manifests(m.stack(memory="64GiB"))
     run(session, root)  # creates it: the test driver would even start it

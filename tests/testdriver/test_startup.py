@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.testdriver.manifests import NETWORK, POOL, VOLUMES
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("jsonschema", "yaml", "shutil", "concurrent.futures", "controller.execute", "logging")
+HEAVY = ("jsonschema", "yaml", "shutil", "concurrent.futures", "controller.execute", "logging", "inspect", "decimal")
 
 
 def imported_by(*args: str) -> list[str]:
@@ -39,6 +39,24 @@ def test_a_plan_of_unchanged_manifests_imports_none_of_the_heavy_modules(tmp_pat
                "plan", "-f", str(tmp_path / "specs"))
     assert imported_by(*command) == ["yaml"]
     assert imported_by(*command) == []
+
+
+def test_apply_and_delete_run_their_changes_without_concurrent_futures_or_logging(tmp_path: Path) -> None:
+    """The executor's workers are plain threads: concurrent.futures and the logging it
+    imports cost a one-VM apply ~12 ms."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "stack.yaml").write_text("---\n".join([POOL, VOLUMES, NETWORK]))
+    common = ["--connect", "test:///default", "--state-dir", str(tmp_path / "state")]
+    # one process, holding a connection between the commands: test:///default is one
+    # host for the connections of a process, gone when the last one closes
+    code = (f"import sys, libvirt; from controller.cli import main; held = libvirt.open('test:///default'); "
+            f"codes = [main({common + ['apply', '-f', str(tmp_path / 'specs'), '--yes']!r}), "
+            f"main({common + ['delete', '-f', str(tmp_path / 'specs'), '--yes']!r})]; "
+            f"print(codes, sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    assert "Deleted 4 objects." in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[0, 0] ['controller.execute', 'yaml']"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
