@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from controller.adapter import Libvirt
+from controller.adapter import Connecting, Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
 from controller.errors import ManifestInvalid, PlanChanged, Problem
 from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
@@ -36,10 +36,16 @@ class Session:
     memo: ParseMemo = field(default_factory=ParseMemo)
 
     @classmethod
-    def open(cls, config: Config) -> Session:
-        store = StateStore(config.state_dir)
+    def open(cls, config: Config, connecting: Connecting | None = None) -> Session:
+        """`connecting`: the connection to config.connect, begun earlier (see Connecting)."""
         try:
-            client = Libvirt(config.connect, connect_timeout=config.connect_timeout)
+            store = StateStore(config.state_dir)
+        except BaseException:
+            if connecting is not None:
+                connecting.abandon()
+            raise
+        try:
+            client = Libvirt(config.connect, connect_timeout=config.connect_timeout, connecting=connecting)
         except BaseException:
             store.close()
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,42 +204,74 @@ def _close(conn: Any) -> None:
         pass  # closing a dead connection has nothing left to release
 
 
-def open_within(uri: str, timeout: float | None) -> Any:
-    """libvirt.open, given up after `timeout` seconds. A hung libvirtd (stopped, or
-    stuck) accepts the socket and never answers, and libvirt's open has no deadline
-    of its own (keepalive starts only once a connection is open): without one a
-    command, or the daemon's reconnect, would wait until libvirtd came back. The
-    thread left waiting closes the connection if it ever gets one."""
-    if timeout is None:
-        with _mapped():
-            return libvirt.open(uri)
-    lock = threading.Lock()
-    done = threading.Event()
-    box: dict[str, Any] = {}
+class Connecting:
+    """A libvirt.open under way on a thread of its own, begun before it is needed (a
+    command connects while it reads its manifests): `result` takes the connection,
+    `abandon` drops it, and a `with` block abandons it if the block raises.
 
-    def attempt() -> None:
+    `result` gives up `timeout` seconds after the start. A hung libvirtd (stopped, or
+    stuck) accepts the socket and never answers, and libvirt's open has no deadline of
+    its own (keepalive starts only once a connection is open): without one a command,
+    or the daemon's reconnect, would wait until libvirtd came back. The thread left
+    waiting closes the connection if it ever gets one."""
+
+    def __init__(self, uri: str, timeout: float | None) -> None:
+        self.uri = uri
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._conn: Any = None
+        self._error: libvirt.libvirtError | None = None
+        self._dropped = False
+        threading.Thread(target=self._attempt, name="iaasctl-connect", daemon=True).start()
+
+    def _attempt(self) -> None:
         try:
-            conn = libvirt.open(uri)
+            conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
-            box["error"] = exc
+            self._error = exc
         else:
-            with lock:
-                if box.get("late"):
+            with self._lock:
+                if self._dropped:
                     _close(conn)
                     return
-                box["conn"] = conn
-        done.set()
+                self._conn = conn
+        self._done.set()
 
-    threading.Thread(target=attempt, name="iaasctl-connect", daemon=True).start()
-    done.wait(timeout)
-    with lock:
-        if "conn" in box:
-            return box["conn"]
-        if "error" not in box:
-            box["late"] = True
-            raise errors.Disconnected(f"{uri}: libvirt did not answer within {timeout:g} s (is libvirtd hung?)",
-                                      code=libvirt.VIR_ERR_OPERATION_TIMEOUT)
-    raise map_error(box["error"]) from box["error"]
+    def result(self) -> Any:
+        """The connection, once: the caller owns it from here."""
+        self._done.wait(None if self._deadline is None else max(0.0, self._deadline - time.monotonic()))
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                self._dropped = True     # taken: nothing left for abandon() to close
+                return conn
+            if self._error is None:
+                self._dropped = True
+                raise errors.Disconnected(
+                    f"{self.uri}: libvirt did not answer within {self.timeout:g} s (is libvirtd hung?)",
+                    code=libvirt.VIR_ERR_OPERATION_TIMEOUT)
+        raise map_error(self._error) from self._error
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._dropped = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            _close(conn)
+
+    def __enter__(self) -> Connecting:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abandon()
+
+
+def open_within(uri: str, timeout: float | None) -> Any:
+    """libvirt.open, given up after `timeout` seconds (see Connecting)."""
+    return Connecting(uri, timeout).result()
 
 
 def _alive(conn: Any) -> bool:
@@ -263,7 +296,9 @@ class Libvirt:
     """One libvirt URI: its connection, and the workers' own (see `own_connection`).
     Thread-safe as libvirt connections are."""
 
-    def __init__(self, uri: str, *, connect_timeout: float | None = None) -> None:
+    def __init__(self, uri: str, *, connect_timeout: float | None = None,
+                 connecting: Connecting | None = None) -> None:
+        """`connecting`: the open of `uri` begun earlier, to finish instead of a new one."""
         self.uri = uri
         self.connect_timeout = connect_timeout
         self.mutations = 0
@@ -279,7 +314,7 @@ class Libvirt:
         # The in-process test driver has no daemon to wait for, and test:///FILE is
         # a host of its own per connection: there every thread shares the one.
         self._one_only = uri.startswith("test:")
-        self._main = open_within(uri, connect_timeout)
+        self._main = (connecting or Connecting(uri, connect_timeout)).result()
 
     @property
     def _conn(self) -> Any:

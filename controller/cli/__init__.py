@@ -19,6 +19,7 @@ from controller.config import Config, load_config
 from controller.model import Desired, Kind, Ref, parse_kind
 
 if TYPE_CHECKING:
+    from controller.adapter import Connecting
     from controller.reconcile import Session
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -173,14 +174,22 @@ def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None 
     return load_cached(list(paths), cache_dir=os.path.join(config.state_dir, "cache"), partial=partial)
 
 
-def _session(config: Config) -> Session:
+def _connect(config: Config) -> Connecting:
+    """The connection to the host, begun first: libvirt connects while the command
+    imports the rest of the pipeline and reads its manifests."""
+    from controller.adapter import Connecting
+
+    return Connecting(config.connect, config.connect_timeout)
+
+
+def _session(config: Config, connecting: Connecting) -> Session:
     """The host and the state store for a command that loaded manifests first: the
     load is kept in the cache now if the state directory did not exist before (a
     first `plan` or `apply` loads before the session creates it)."""
     from controller.manifest.cache import save_unsaved
     from controller.reconcile import Session
 
-    session = Session.open(config)
+    session = Session.open(config, connecting)
     save_unsaved()
     return session
 
@@ -201,13 +210,15 @@ def _plural(count: int, noun: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    config = _config(args)
+    connecting = _connect(config)
     from controller.cli import output
     from controller.plan import Policy
 
-    config = _config(args)
-    desired = _load(args.paths, config=config)
+    with connecting:
+        desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
-    with _session(config) as session:
+    with _session(config, connecting) as session:
         the_plan, _ = session.plan(desired, policy=policy)
     if getattr(args, "output", "text") == "json":
         output.dump(output.plan_document(the_plan), "json")
@@ -219,6 +230,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return cmd_plan(args)
+    config = _config(args)
+    connecting = _connect(config)
     from dataclasses import replace
 
     from controller.cli import output
@@ -226,14 +241,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from controller.reconcile import apply
     from controller.state import exclusive
 
-    if args.dry_run:
-        return cmd_plan(args)
-    config = _config(args)
-    desired = _load(args.paths, config=config)
+    with connecting:
+        desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     if args.parallelism:
         config = replace(config, parallelism=args.parallelism)
-    with exclusive(config.state_dir), _session(config) as session:
+    with connecting, exclusive(config.state_dir), _session(config, connecting) as session:
         for line in session.recover():
             print(line, file=sys.stderr)
         everything, suspended = session.store.suspended()
@@ -273,17 +286,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     """Tear down what the manifests declare: the same machinery as pruning, aimed at
     exactly these objects, in reverse dependency order. Unowned objects are untouched."""
+    config = _config(args)
+    connecting = _connect(config)
     from controller.cli import output
     from controller.model import ref_of
     from controller.plan import Policy
     from controller.reconcile import apply
     from controller.state import exclusive
 
-    config = _config(args)
-    declared = _load(args.paths, partial=True, config=config)  # one file of a stack may name objects of others
+    with connecting:
+        declared = _load(args.paths, partial=True, config=config)  # one file of a stack may name objects of others
     nothing = Desired(specs=(), roots=(os.sep,))
     policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
-    with exclusive(config.state_dir), _session(config) as session:
+    with connecting, exclusive(config.state_dir), _session(config, connecting) as session:
         for line in session.recover():
             print(line, file=sys.stderr)
         preview, observed = session.plan(nothing, policy=policy)

@@ -7,7 +7,10 @@ import os
 import subprocess
 import threading
 
+import pytest
+
 from controller.adapter import Libvirt
+from tests.conftest import wait_for
 from tests.realhost.conftest import URI, Host
 
 
@@ -61,3 +64,20 @@ def test_workers_have_connections_of_their_own_kept_until_close(host: Host) -> N
     finally:
         client.close()
     assert _our_clients() - before == set(), "close leaves no connection behind"
+
+
+def test_a_connection_begun_and_abandoned_is_closed_whenever_it_arrives(host: Host) -> None:
+    """A command begins connecting before it reads its manifests (Connecting); bad
+    manifests abandon it, before or after libvirtd has answered."""
+    from controller.adapter import Connecting
+
+    before = _our_clients()
+    arrived = Connecting(URI, 30)
+    wait_for("libvirtd to answer", lambda: len(_our_clients() - before) == 1, timeout=30)
+    arrived.abandon()                     # there, not taken
+    early = Connecting(URI, 30)
+    early.abandon()                       # most likely before it answers; closed when it does
+    failed = Connecting(URI, 30)
+    with pytest.raises(ValueError), failed:
+        raise ValueError("bad manifests")
+    wait_for("the abandoned connections to close", lambda: _our_clients() - before == set(), timeout=30)

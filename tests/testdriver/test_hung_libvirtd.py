@@ -59,3 +59,26 @@ def test_the_daemon_keeps_retrying_and_still_stops_on_request(hung_uri: str, tmp
         thread.join(timeout=30)
     assert not thread.is_alive(), "a daemon whose libvirtd hangs must still stop when asked"
     assert result == [0]
+
+
+@pytest.mark.parametrize("command", ["plan", "apply", "delete"])
+def test_a_command_connects_while_it_reads_its_manifests_and_bad_ones_are_reported_first(
+        hung_uri: str, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The connection is begun before the manifests are read; bad manifests are the
+    error, at once, however long libvirt takes; good ones meet the deadline."""
+    from controller.cli import main
+
+    (tmp_path / "config.yaml").write_text("connect_timeout: 0.5\n")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    pool = "apiVersion: iaas/v1\nkind: StoragePool\nmetadata: {name: p}\nspec: {type: dir, path: PATH}\n"
+    (specs / "pool.yaml").write_text(pool.replace("PATH", "7"))
+    common = ["--connect", hung_uri, "--config", str(tmp_path / "config.yaml"), "--state-dir", str(tmp_path / "s")]
+    args = [*common, command, "-f", str(specs), *(["--yes"] if command != "plan" else [])]
+    assert main(args) == 1
+    bad = capsys.readouterr().err
+    assert "pool.yaml:4" in bad and "did not answer" not in bad
+
+    (specs / "pool.yaml").write_text(pool.replace("PATH", "/p"))
+    assert main(args) == 1
+    assert "libvirt did not answer within 0.5 s" in capsys.readouterr().err
