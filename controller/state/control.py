@@ -4,6 +4,7 @@ and requests for an immediate reconcile (written by the CLI, read by the daemon)
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -51,22 +52,25 @@ class Control(StoreCore):
     # -- journal ------------------------------------------------------------------------
 
     def journal_begin(self, ref: Ref, action: str, *, source: str, protect: bool) -> int:
-        """Written (and synced) before the first libvirt call of a multi-step operation."""
-        with self._write() as db:
-            cur = db.execute("INSERT INTO journal (kind, name, action, source, protect, started)"
-                             " VALUES (?, ?, ?, ?, ?, ?)",
-                             (ref.kind.value, ref.name, action, source, int(protect), time.time()))
-            return int(cur.lastrowid or 0)
+        """Written (and synced) before the first libvirt call of a multi-step operation;
+        with the entries other workers write at the same moment, in one commit."""
+        row = (ref.kind.value, ref.name, action, source, int(protect), time.time())
+        return self._write_together(lambda db: int(db.execute(
+            "INSERT INTO journal (kind, name, action, source, protect, started) VALUES (?, ?, ?, ?, ?, ?)",
+            row).lastrowid or 0))
 
     def journal_end(self, entry: int, *, forget: Ref | None = None, record: OwnedRow | None = None) -> None:
         """The operation is over; `forget` an object it deleted, or `record` one it made,
-        in the same transaction (a commit is an fsync: one per object fewer)."""
-        with self._write() as db:
+        in the same transaction (a commit is an fsync: one per object fewer), shared
+        with what other workers write at the same moment."""
+        def end(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM journal WHERE id = ?", (entry,))
             if forget is not None:
                 self._forget_in(db, forget)
             if record is not None:
                 self._record_in(db, record)
+
+        self._write_together(end)
 
     def journal(self) -> list[JournalEntry]:
         with self._lock:

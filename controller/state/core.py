@@ -19,14 +19,17 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.errors import LockHeld
 from controller.model import Kind, OwnedRecord, Ref
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -109,6 +112,18 @@ def owned_row(ref: Ref, *, source: str, protect: bool, uuid: str | None = None,
             json.dumps(spec) if spec is not None else None, now, now, now)
 
 
+class _Queued:
+    """Work waiting for a shared commit (StoreCore._write_together), and how it went."""
+
+    __slots__ = ("work", "done", "result", "error")
+
+    def __init__(self, work: Callable[[sqlite3.Connection], Any]) -> None:
+        self.work = work
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class StoreCore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(state_dir)
@@ -119,6 +134,7 @@ class StoreCore:
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
             os.close(fd)
         self._lock = threading.RLock()
+        self._queued: deque[_Queued] = deque()   # see _write_together
         self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -153,6 +169,49 @@ class StoreCore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _write_together(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in a transaction shared with the work other threads queue meanwhile:
+        one commit, so one fsync, for all of them (group commit). The executor's workers
+        write a journal entry at the start and at the end of each change, often at the
+        same moment: one after the other, the eighth of a wave of eight waited for seven
+        fsyncs (12 ms at N=10). Each caller still returns only once its own work is
+        committed; work that raises is undone alone and raises in its own caller."""
+        mine = _Queued(work)
+        self._queued.append(mine)
+        with self._lock:
+            if not mine.done:   # not in the batch of a commit that ran meanwhile: lead one
+                batch = []
+                while self._queued:
+                    batch.append(self._queued.popleft())
+                self._commit(batch)
+        if mine.error is not None:
+            raise mine.error
+        return mine.result  # type: ignore[no-any-return]
+
+    def _commit(self, batch: list[_Queued]) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                db.execute("SAVEPOINT item")
+                try:
+                    item.result = item.work(db)
+                except Exception as exc:  # noqa: BLE001 - raised in the caller that queued it
+                    db.execute("ROLLBACK TO item")
+                    item.error = exc
+                db.execute("RELEASE item")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for item in batch:
+                item.error = item.error or exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for item in batch:
+                item.done = True
 
     # -- ownership ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,56 @@ def test_a_database_from_an_older_version_gets_the_new_tables_and_keeps_its_rows
         assert again.suspended()[1] == {Ref(Kind.VM, "web")}
     finally:
         again.close()
+
+
+def test_journal_writes_queued_at_the_same_moment_share_one_commit(tmp_path: Path) -> None:
+    """Group commit: workers that write while a commit is under way are committed
+    together by the next one; each still gets its own entry, and returns only once it
+    is committed."""
+    import threading
+
+    store = StateStore(tmp_path)
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    ids: dict[str, int] = {}
+    names = [f"vm-{i}" for i in range(6)]
+
+    def begin(name: str) -> None:
+        ids[name] = store.journal_begin(Ref(Kind.VM, name), "delete", source="/srv/vm.yaml", protect=False)
+
+    with store._lock:    # a commit under way: the workers queue behind it
+        threads = [threading.Thread(target=begin, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        while len(store._queued) < len(names):
+            threading.Event().wait(0.001)
+        assert not ids, "nobody returns before its entry is committed"
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(commits) == 1
+    assert sorted(ids) == names and len(set(ids.values())) == len(names)
+    assert {(e.id, e.ref.name) for e in store.journal()} == {(ids[n], n) for n in names}
+
+    # In one batch, work that fails is undone alone and raises in its own caller.
+    results: dict[str, object] = {}
+
+    def run(name: str, work: Any) -> None:
+        try:
+            results[name] = store._write_together(work)
+        except ZeroDivisionError as exc:
+            results[name] = exc
+
+    with store._lock:
+        failing = threading.Thread(target=run, args=("failing", lambda db: (db.execute("DELETE FROM journal"), 1 / 0)))
+        good = threading.Thread(target=run, args=("good", lambda db: db.execute(
+            "DELETE FROM journal WHERE id = ?", (ids["vm-0"],)).rowcount))
+        for thread in (failing, good):
+            thread.start()
+        while len(store._queued) < 2:
+            threading.Event().wait(0.001)
+    for thread in (failing, good):
+        thread.join(timeout=10)
+    assert isinstance(results["failing"], ZeroDivisionError) and results["good"] == 1
+    assert len(commits) == 2
+    assert {e.ref.name for e in store.journal()} == set(names) - {"vm-0"}
+    store.close()
