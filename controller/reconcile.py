@@ -7,17 +7,18 @@ daemon (a later layer) calls the same function on each trigger.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from controller.adapter import Connecting, Libvirt
 from controller.config import Config, kvm_works, resolve_domain_type
-from controller.errors import ManifestInvalid, PlanChanged, Problem
-from controller.model import Desired, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
+from controller.errors import IaasError, ManifestInvalid, PlanChanged, Problem
+from controller.model import Desired, Kind, PoolSpec, Ref, Spec, VMSpec, VolumeSpec, ref_of
 from controller.observe import Observed, ParseMemo, observe
-from controller.plan import Plan, Policy, plan
+from controller.plan import Action, Plan, Policy, plan
 from controller.state import StateStore
 
 if TYPE_CHECKING:   # execute is imported when there is something to execute: `plan` never needs it
@@ -179,6 +180,34 @@ class ApplyResult:
         return not self.failed and not self.pending and self.remaining.empty and not self.remaining.refusals
 
 
+_RENDERED = (Action.CREATE, Action.REPLACE, Action.UPDATE, Action.RESTART)   # a VM's XML is written
+
+
+class _Once:
+    """`compute`'s result, from the first call that succeeds; a caller arriving while it
+    is computed waits for it instead of computing it again."""
+
+    def __init__(self, compute: Callable[[], str]) -> None:
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._value: str | None = None
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._value is None:
+                self._value = self._compute()
+            return self._value
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    """Ahead of need: a failure is the error of the step that needs the result, which
+    calls again."""
+    try:
+        call()
+    except IaasError:
+        pass
+
+
 def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progress | None = None,
           command: str = "apply", shown: Plan | None = None, held: frozenset[Ref] = frozenset(),
           planned: tuple[Plan, Observed] | None = None, background: Background | None = None) -> ApplyResult:
@@ -201,9 +230,14 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     from controller.execute.steps import StepContext
 
     run_id = session.store.begin_run(command)
+    domain_type = _Once(session.domain_type)
+    if any(c.ref.kind is Kind.VM and c.action in _RENDERED for c in the_plan.changes):
+        # libvirt's capabilities (2-5 ms, and as long to parse) are read while the
+        # pools, volumes and networks a new VM waits for are made, not after them
+        threading.Thread(target=_quietly, args=(domain_type,), name="iaasctl-capabilities", daemon=True).start()
     ctx = StepContext(
         client=session.client, store=session.store, desired=desired,
-        domain_type=functools.cache(session.domain_type),
+        domain_type=domain_type,
         console_log_dir=session.config.console_log_dir,
         shutdown_timeout=session.config.shutdown_timeout,
     )

@@ -61,6 +61,24 @@ def test_the_host_size_is_read_for_a_vm_to_create_not_for_a_converged_plan(
     assert again.empty and reads == []
 
 
+def test_the_capabilities_are_read_once_beside_the_changes_a_new_vm_waits_for(
+        session, write_manifests, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    reads: list[str] = []
+    real = session.client.domain_types
+    monkeypatch.setattr(session.client, "domain_types",
+                        lambda: reads.append(threading.current_thread().name) or real())
+    everything = m.stack()
+    root = write_manifests({name: text for name, text in everything.items() if name != "web.yaml"})
+    assert run(session, root).converged
+    assert reads == [], "no VM to write: no capabilities"
+    write_manifests(everything)
+    result = run(session, root)
+    assert result.converged and any(c.ref.kind is Kind.VM for c in result.plan.changes)
+    assert reads == ["iaasctl-capabilities"]
+
+
 def test_ownership_is_recorded_in_the_store_and_in_the_domain(session, write_manifests) -> None:
     root = write_manifests(m.stack())
     run(session, root)
