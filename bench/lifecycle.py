@@ -190,14 +190,15 @@ BASELINES: tuple[tuple[str, int | tuple[int, str]], ...] = (
 TARGETS = {"converge": 1.1, "teardown": 1.1, "noop": 2.0, "memory": None, "memory+restart": None}
 
 
-def run(sizes: list[int], reps: int, *, reps_largest: int | None = None) -> list[Result]:
+def run(reps: dict[int, int]) -> list[Result]:
+    """reps: the repetitions of each size, by VM count."""
     prepare()
     sweep()
     results = []
-    for n in sizes:
+    for n, count in reps.items():
         by_op = {op: Result(f"{op}", n, target=TARGETS[op] if op != "noop" or n == 10 else None)
                  for op in TARGETS}
-        for _ in range(reps_largest if reps_largest and n == max(sizes) else reps):
+        for _ in range(count):
             tmp = Path(tempfile.mkdtemp(prefix="iaasctl-bench-"))
             try:
                 (tmp / "specs").mkdir()

@@ -4,6 +4,7 @@
     python -m bench.run --only scale        # the reconcile loop on the test driver only
     python -m bench.run --quick             # smaller sizes and fewer repetitions
     python -m bench.run --only lifecycle --sizes 10 --reps 3   # one size of benchmarks 1-3
+    python -m bench.run --reps 15,5,3       # repetitions per size: more where a cycle is short
 
 Figures are reported, never asserted: these machines are shared and noisy.
 """
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("lifecycle", "scale", "daemon"), action="append")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
     parser.add_argument("--out", type=Path, default=common.REPO / "bench" / "results")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each lifecycle cycle")
+    parser.add_argument("--reps", type=lambda text: [int(n) for n in text.split(",")], default=[3],
+                        help="repetitions of each lifecycle cycle: one count, or one per size")
     parser.add_argument("--reps-largest", type=int, help="repetitions for the largest size (slow under TCG)")
     parser.add_argument("--sizes", type=lambda text: [int(n) for n in text.split(",")],
                         help="VM counts of the lifecycle benchmarks (default 1,10,30)")
@@ -45,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if "lifecycle" in chosen:
         from bench import lifecycle
 
-        sizes, reps = ([1, 2], 1) if args.quick else (args.sizes or [1, 10, 30], args.reps)
-        for result in lifecycle.run(sizes, reps, reps_largest=args.reps_largest):
+        sizes = [1, 2] if args.quick else args.sizes or [1, 10, 30]
+        reps = [1] * len(sizes) if args.quick else args.reps * len(sizes) if len(args.reps) == 1 else args.reps
+        if len(reps) != len(sizes):
+            parser.error(f"--reps: {len(reps)} counts for {len(sizes)} sizes")
+        if args.reps_largest:
+            reps[sizes.index(max(sizes))] = args.reps_largest
+        for result in lifecycle.run(dict(zip(sizes, reps, strict=True))):
             sections["comparisons"].append(result.summary())
             print(f"{result.name} N={result.size}: {result.ratio:.2f}x", file=sys.stderr)
         sections["profiles"].update(lifecycle.profiles(1))
