@@ -65,7 +65,7 @@ def iaasctl_cmd(*args: str) -> list[str]:
     """`iaasctl ARGS` as the installed command runs it (the code from REPO: see
     environment()). Not `python -m controller`: runpy's imports (importlib.util, ~5 ms)
     are no part of what a user of the command waits for."""
-    return [PYTHON, "-c", "import sys; from controller.cli import main; sys.exit(main())", *args]
+    return [PYTHON, "-c", "from controller.cli import run; run()", *args]
 
 
 def environment() -> dict[str, str]:

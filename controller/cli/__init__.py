@@ -8,6 +8,7 @@ changes, 2 changes, 1 error; apply 0 converged, 1 otherwise; get 0; describe 0/1
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 from collections.abc import Sequence
@@ -157,6 +158,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iaasctl: interrupted", file=sys.stderr)
         return 130
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `iaasctl` command: `main`, then the process ends without Python's shutdown,
+    which tears down every module and object one at a time: ~16 ms of a command after
+    its work was done, where the kernel frees the lot at once. Exit handlers still run
+    and the output is flushed first; a thread still at work gets the usual shutdown,
+    which waits for it."""
+    code = main(argv)
+    threading = sys.modules.get("threading")   # not imported: no other thread
+    if threading is not None and any(not t.daemon and t is not threading.main_thread()
+                                     for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # noqa: SLF001 - what the shutdown would run first; no public spelling
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass   # a reader that went away (| head): what was left to say has nowhere to go
+    os._exit(code)
 
 
 def _config(args: argparse.Namespace) -> Config:

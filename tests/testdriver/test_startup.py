@@ -86,3 +86,26 @@ def test_a_command_builds_only_its_own_parser_and_help_still_lists_them_all() ->
     assert own.returncode == 0 and "--allow-mass-delete" in own.stdout
     wrong = run_cli("bogus")
     assert wrong.returncode == 1 and "invalid choice: 'bogus'" in wrong.stderr and "'resume'" in wrong.stderr
+
+
+def test_the_command_ends_at_once_with_its_exit_handlers_run_and_its_output_flushed(tmp_path: Path) -> None:
+    """`run` ends the process without Python's shutdown: the exit status, the output,
+    the exit handlers are as they would be; a thread still at work is waited for."""
+    (tmp_path / "stack.yaml").write_text("---\n".join([POOL, VOLUMES, NETWORK]))
+    code = ("import atexit, sys, threading, time\n"
+            "atexit.register(lambda: print('handler ran'))\n"
+            "if sys.argv[1] == 'busy':\n"
+            "    threading.Thread(target=lambda: (time.sleep(0.3), print('worker done'))).start()\n"
+            "from controller.cli import run\n"
+            "run(sys.argv[2:])\n")
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+
+    good = command("idle", "validate", str(tmp_path))
+    assert (good.returncode, good.stdout) == (0, "4 documents valid.\nhandler ran\n")
+    bad = command("idle", "validate", str(tmp_path / "missing"))
+    assert bad.returncode == 1 and "no such file or directory" in bad.stderr and bad.stdout == "handler ran\n"
+    busy = command("busy", "validate", str(tmp_path))
+    assert (busy.returncode, busy.stdout) == (0, "4 documents valid.\nworker done\nhandler ran\n")
