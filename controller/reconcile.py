@@ -37,8 +37,10 @@ class Session:
     memo: ParseMemo = field(default_factory=ParseMemo)
 
     @classmethod
-    def open(cls, config: Config, connecting: Connecting | None = None) -> Session:
-        """`connecting`: the connection to config.connect, begun earlier (see Connecting)."""
+    def open(cls, config: Config, connecting: Connecting | None = None, *,
+             keepalive: tuple[int, int] | None = None) -> Session:
+        """`connecting`: the connection to config.connect, begun earlier (see
+        Connecting); `keepalive`: see Libvirt."""
         try:
             store = StateStore(config.state_dir)
         except BaseException:
@@ -46,7 +48,8 @@ class Session:
                 connecting.abandon()
             raise
         try:
-            client = Libvirt(config.connect, connect_timeout=config.connect_timeout, connecting=connecting)
+            client = Libvirt(config.connect, connect_timeout=config.connect_timeout, connecting=connecting,
+                             keepalive=keepalive)
         except BaseException:
             store.close()
             raise

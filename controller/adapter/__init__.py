@@ -297,8 +297,10 @@ class Libvirt:
     Thread-safe as libvirt connections are."""
 
     def __init__(self, uri: str, *, connect_timeout: float | None = None,
-                 connecting: Connecting | None = None) -> None:
-        """`connecting`: the open of `uri` begun earlier, to finish instead of a new one."""
+                 connecting: Connecting | None = None, keepalive: tuple[int, int] | None = None) -> None:
+        """`connecting`: the open of `uri` begun earlier, to finish instead of a new one.
+        `keepalive` (see set_keepalive; needs libvirt's event loop running, see
+        events.start_event_loop): on this connection and each one opened later."""
         self.uri = uri
         self.connect_timeout = connect_timeout
         self.mutations = 0
@@ -315,6 +317,14 @@ class Libvirt:
         # a host of its own per connection: there every thread shares the one.
         self._one_only = uri.startswith("test:")
         self._main = (connecting or Connecting(uri, connect_timeout)).result()
+        if keepalive is not None:
+            try:
+                with _mapped():
+                    set_keepalive(self._main, keepalive)
+            except BaseException:
+                _close(self._main)
+                raise
+            self.keepalive = keepalive
 
     @property
     def _conn(self) -> Any:

@@ -1,5 +1,5 @@
 """libvirt events for the daemon: the event loop thread, lifecycle callbacks, the
-close callback and keepalive.
+close callback and keepalive (which the command line uses too: see KEEPALIVE).
 
 Events only say "look again" (the reconcile is level-triggered), so a callback
 hands the daemon a short description and nothing else; it never calls back into
@@ -39,6 +39,11 @@ _CLOSE_REASONS = {
 
 OnEvent = Callable[[str, str], None]     # ("VirtualMachine/web", "stopped")
 OnClose = Callable[[str], None]          # "end of file"
+
+# Ping libvirtd every 5 s; after 3 pings unanswered the connection is closed, and a
+# call waiting on it fails ("connection closed due to keepalive timeout") instead of
+# waiting for as long as libvirtd hangs (RELIABILITY F2). Needs the event loop.
+KEEPALIVE = (5, 3)
 
 _loop_started = False
 _loop_lock = threading.Lock()
@@ -85,7 +90,7 @@ class Subscription:
         self.client.close()
 
 
-def subscribe(client: Libvirt, on_event: OnEvent, on_close: OnClose, *, keepalive: tuple[int, int] = (5, 3)
+def subscribe(client: Libvirt, on_event: OnEvent, on_close: OnClose, *, keepalive: tuple[int, int] = KEEPALIVE
               ) -> Subscription:
     """Lifecycle callbacks for domains, networks and pools, a close callback, and
     keepalive (a hung peer is noticed within interval*count seconds). Drivers without

@@ -197,20 +197,26 @@ def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None 
 
 def _connect(config: Config) -> Connecting:
     """The connection to the host, begun first: libvirt connects while the command
-    imports the rest of the pipeline and reads its manifests."""
+    imports the rest of the pipeline and reads its manifests. libvirt's event loop
+    runs for the keepalive of the session (see _session)."""
     from controller.adapter import Connecting
+    from controller.adapter.events import start_event_loop
 
+    start_event_loop()
     return Connecting(config.connect, config.connect_timeout)
 
 
 def _session(config: Config, connecting: Connecting) -> Session:
     """The host and the state store for a command that loaded manifests first: the
     load is kept in the cache now if the state directory did not exist before (a
-    first `plan` or `apply` loads before the session creates it)."""
+    first `plan` or `apply` loads before the session creates it). With keepalive, as
+    the daemon has: a libvirtd that hangs in the middle of a command fails its call
+    within ~20 s instead of holding the command for as long as it hangs."""
+    from controller.adapter.events import KEEPALIVE
     from controller.manifest.cache import save_unsaved
     from controller.reconcile import Session
 
-    session = Session.open(config, connecting)
+    session = Session.open(config, connecting, keepalive=KEEPALIVE)
     save_unsaved()
     return session
 
@@ -354,13 +360,14 @@ def _confirm(question: str = "Some changes restart or destroy objects. Apply?") 
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    config = _config(args)
+    connecting = _connect(config)
     from controller import status
     from controller.cli import output
     from controller.observe import observe
-    from controller.reconcile import Session
 
-    kind = _kind(args.kind)
-    with Session.open(_config(args)) as session:
+    with _session(config, connecting) as session:
         rows = status.rows(kind, observe(session.client), session.store, session.client, name=args.name)
     if args.output == "table":
         output.print_table(rows, status.COLUMNS[kind])
@@ -370,13 +377,14 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
+    config = _config(args)
+    connecting = _connect(config)
     from controller import status
     from controller.cli import output
     from controller.observe import observe
-    from controller.reconcile import Session
 
-    kind = _kind(args.kind)
-    with Session.open(_config(args)) as session:
+    with _session(config, connecting) as session:
         doc = status.describe(Ref(kind, args.name), observe(session.client), session.store, session.client)
     if doc is None:
         print(f"iaasctl: {kind.value}/{args.name} not found", file=sys.stderr)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +83,82 @@ def test_a_connection_begun_and_abandoned_is_closed_whenever_it_arrives(host: Ho
     with pytest.raises(ValueError), failed:
         raise ValueError("bad manifests")
     wait_for("the abandoned connections to close", lambda: _our_clients() - before == set(), timeout=30)
+
+
+class _Proxy:
+    """A socket in front of libvirtd's that passes everything through until `hang`:
+    from then on it forwards nothing and answers nothing, as a stopped libvirtd
+    (SIGSTOP) would, without stopping the libvirtd every other test shares."""
+
+    def __init__(self, path: str, upstream: str = "/var/run/libvirt/libvirt-sock") -> None:
+        self.path, self.upstream = path, upstream
+        self.hung = threading.Event()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return   # closed
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while data := _receive(source):
+            if not self.hung.is_set():
+                sink.sendall(data)
+        for end in (source, sink):
+            end.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _receive(end: socket.socket) -> bytes:
+    try:
+        return end.recv(65536)
+    except OSError:
+        return b""
+
+
+def test_a_command_whose_libvirtd_hangs_midway_fails_instead_of_waiting(
+        host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RELIABILITY F2 for the command line: its session has keepalive, as the daemon's
+    connections do, so a call to a libvirtd that stops answering fails."""
+    from dataclasses import replace
+
+    from controller import errors
+    from controller.adapter import events
+    from controller.cli import _connect, _session
+    from controller.config import Config
+    from controller.observe import observe
+
+    monkeypatch.setattr(events, "KEEPALIVE", (1, 2))   # the command's is 5 s x 3: a slower test
+    proxy = _Proxy(str(tmp_path / "libvirt-sock"))
+    config = replace(Config(), connect=f"qemu+unix:///system?socket={proxy.path}", state_dir=str(tmp_path / "state"))
+    failed: list[BaseException] = []
+    try:
+        with _session(config, _connect(config)) as session:
+            assert observe(session.client).objects is not None     # answered through the proxy
+            proxy.hung.set()
+
+            def call() -> None:
+                try:
+                    observe(session.client)
+                except errors.IaasError as exc:
+                    failed.append(exc)
+
+            caller = threading.Thread(target=call, daemon=True)
+            caller.start()
+            caller.join(timeout=60)
+            assert not caller.is_alive(), "a call to a hung libvirtd must fail, not wait for it"
+    finally:
+        proxy.close()
+    assert len(failed) == 1 and isinstance(failed[0], errors.Disconnected), failed
+    assert "keepalive" in str(failed[0])
