@@ -169,7 +169,9 @@ def profiles(n: int) -> dict[str, str]:
         for title, command in ((f"cold `iaasctl apply`, {n} VM(s)", ["apply", "-f", str(tmp / "specs"), "--yes"]),
                                (f"no-op `iaasctl plan`, {n} VM(s)", plan)):
             stats = tmp / "profile.out"
-            subprocess.run([PYTHON, "-m", "cProfile", "-o", str(stats), "-m", "controller", *base, *command],
+            # main(), not the command's run(): that ends the process before cProfile writes
+            subprocess.run([PYTHON, "-c", "import cProfile, sys; from controller.cli import main; "
+                            f"cProfile.run('main(sys.argv[1:])', {str(stats)!r})", *base, *command],
                            env=env, cwd=REPO, capture_output=True, check=True)
             text = io.StringIO()
             pstats.Stats(str(stats), stream=text).sort_stats("cumulative").print_stats(25)

@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--reps: {len(reps)} counts for {len(sizes)} sizes")
         if args.reps_largest:
             reps[sizes.index(max(sizes))] = args.reps_largest
+        sections["profiles"].update(lifecycle.profiles(1))   # first: a minute, not the hour after it
         for result in lifecycle.run(dict(zip(sizes, reps, strict=True))):
             sections["comparisons"].append(result.summary())
-            print(f"{result.name} N={result.size}: {result.ratio:.2f}x", file=sys.stderr)
-        sections["profiles"].update(lifecycle.profiles(1))
+            print(f"{result.name} N={result.size}: {result.ratio:.2f}x {result.summary()}", file=sys.stderr)
     if "daemon" in chosen:
         from bench import daemon
 
