@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import PYTHON, REPO, Result, environment, iaasctl_cmd, timed
@@ -192,11 +193,11 @@ BASELINES: tuple[tuple[str, int | tuple[int, str]], ...] = (
 TARGETS = {"converge": 1.1, "teardown": 1.1, "noop": 2.0, "memory": None, "memory+restart": None}
 
 
-def run(reps: dict[int, int]) -> list[Result]:
-    """reps: the repetitions of each size, by VM count."""
+def run(reps: dict[int, int]) -> Iterator[Result]:
+    """reps: the repetitions of each size, by VM count. The results of each size as
+    soon as it is done: a run that fails later keeps them."""
     prepare()
     sweep()
-    results = []
     for n, count in reps.items():
         by_op = {op: Result(f"{op}", n, target=TARGETS[op] if op != "noop" or n == 10 else None)
                  for op in TARGETS}
@@ -215,5 +216,4 @@ def run(reps: dict[int, int]) -> list[Result]:
                         by_op[op].baselines.setdefault(variant, []).append(seconds)
                 finally:
                     sweep()
-        results += by_op.values()
-    return results
+        yield from by_op.values()

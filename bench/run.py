@@ -38,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     compileall.compile_dir(str(common.REPO / "controller"), quiet=1)
     methods.build()
     sections: dict = {"machine": common.machine(), "comparisons": [], "profiles": {}}
+    # The report is written again as each part ends: a full run takes over an hour, and
+    # a failure late in it (one lost the run of 2026-12-01 18:39) keeps what came before.
     if "scale" in chosen:
         from bench import scale
 
         sizes = [50, 100, 200] if args.quick else [100, 1000, 5000]
         sections["scale"], sections["profiles"] = scale.run(sizes)
         print(f"scale: {sections['scale']}", file=sys.stderr)
+        common.write_report(args.out, sections)
     if "lifecycle" in chosen:
         from bench import lifecycle
 
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         for result in lifecycle.run(dict(zip(sizes, reps, strict=True))):
             sections["comparisons"].append(result.summary())
             print(f"{result.name} N={result.size}: {result.ratio:.2f}x {result.summary()}", file=sys.stderr)
+            common.write_report(args.out, sections)
     if "daemon" in chosen:
         from bench import daemon
 
