@@ -7,6 +7,7 @@ daemon (a later layer) calls the same function on each trigger.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -205,10 +206,8 @@ class _Once:
 def _quietly(call: Callable[[], object]) -> None:
     """Ahead of need: a failure is the error of the step that needs the result, which
     calls again."""
-    try:
+    with contextlib.suppress(IaasError):
         call()
-    except IaasError:
-        pass
 
 
 def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progress | None = None,
