@@ -127,7 +127,8 @@ def observe(client: Libvirt, *, memo: ParseMemo | None = None) -> Observed:
     memo = ParseMemo() if memo is None else memo
     objects: dict[Ref, Live] = {}
     volumes: dict[tuple[str, str], Live] = {}
-    for pool in client.pools():
+    pools, networks, domains = client.inventory()
+    for pool in pools:
         pool_spec = memo.get(_pool, pool.xml, pool.autostart)
         objects[Ref(Kind.POOL, pool.name)] = Live(
             Ref(Kind.POOL, pool.name), pool_spec, "active" if pool.active else "inactive", uuid=pool.uuid
@@ -137,11 +138,11 @@ def observe(client: Libvirt, *, memo: ParseMemo | None = None) -> Observed:
             live = Live(Ref(Kind.VOLUME, vol.name), vol_spec, "present", path=path)
             volumes[(pool.name, vol.name)] = live
             objects.setdefault(live.ref, live)
-    for net in client.networks():
+    for net in networks:
         net_spec, net_owner = memo.get(_network, net.config_xml, net.autostart)
         ref = Ref(Kind.NETWORK, net.name)
         objects[ref] = Live(ref, net_spec, "active" if net.active else "inactive", uuid=net.uuid, owner=net_owner)
-    for dom in client.domains():
+    for dom in domains:
         running = dom.live_xml is not None
         config, owner = memo.get(_domain, dom.config_xml, dom.autostart, running)
         live_spec = memo.get(_domain, dom.live_xml, dom.autostart, True)[0] if dom.live_xml is not None else None

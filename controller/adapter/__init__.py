@@ -197,6 +197,22 @@ def _list_with(list_all: Callable[[int], list[Any]], *flags: int) -> tuple[list[
     return objects, [frozenset(o.name() for o in list_all(flag)) for flag in flags]
 
 
+def _volume_record(pool: str, vol: Any) -> VolumeRecord | None:
+    try:
+        return VolumeRecord(pool=pool, name=vol.name(), xml=vol.XMLDesc(0))
+    except libvirt.libvirtError as exc:
+        # Deleted between the list and the read: it is gone, its pool is still there.
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise
+        return None
+
+
+def _in_process(uri: str) -> bool:
+    """The test driver: a host inside this process (test:///default), or one per
+    connection (test:///FILE), with no daemon to wait for."""
+    return uri.startswith("test:")
+
+
 def _close(conn: Any) -> None:
     try:
         conn.close()
@@ -213,9 +229,14 @@ class Connecting:
     stuck) accepts the socket and never answers, and libvirt's open has no deadline of
     its own (keepalive starts only once a connection is open): without one a command,
     or the daemon's reconnect, would wait until libvirtd came back. The thread left
-    waiting closes the connection if it ever gets one."""
+    waiting closes the connection if it ever gets one.
 
-    def __init__(self, uri: str, timeout: float | None) -> None:
+    `spares` more connections are opened after it, for the Libvirt client that takes
+    the connection (see `hand_over`): a command's first observation reads with them,
+    and its first workers work on them, instead of opening their own while the user
+    waits. Failing to open one is no error: a worker opens its own when it needs it."""
+
+    def __init__(self, uri: str, timeout: float | None, *, spares: int = 0) -> None:
         self.uri = uri
         self.timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -224,6 +245,10 @@ class Connecting:
         self._conn: Any = None
         self._error: libvirt.libvirtError | None = None
         self._dropped = False
+        self._abandoned = False
+        self._spares = 0 if _in_process(uri) else spares
+        self._opened: list[Any] = []                      # spares not handed over yet
+        self._receiver: Callable[[Any], None] | None = None
         threading.Thread(target=self._attempt, name="iaasctl-connect", daemon=True).start()
 
     def _attempt(self) -> None:
@@ -238,6 +263,30 @@ class Connecting:
                     return
                 self._conn = conn
         self._done.set()
+        for _ in range(self._spares if self._error is None else 0):
+            try:
+                self._deliver(libvirt.open(self.uri))
+            except libvirt.libvirtError:
+                return
+
+    def _deliver(self, conn: Any) -> None:
+        with self._lock:
+            receiver = self._receiver
+            if receiver is None and not self._abandoned:
+                self._opened.append(conn)
+                return
+        if receiver is None:
+            _close(conn)
+        else:
+            receiver(conn)
+
+    def hand_over(self, receiver: Callable[[Any], None]) -> None:
+        """Spare connections go to `receiver`, those opened already and each one later."""
+        with self._lock:
+            self._receiver = receiver
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            receiver(conn)
 
     def result(self) -> Any:
         """The connection, once: the caller owns it from here."""
@@ -256,10 +305,13 @@ class Connecting:
 
     def abandon(self) -> None:
         with self._lock:
-            self._dropped = True
+            self._dropped = self._abandoned = True
             conn, self._conn = self._conn, None
-        if conn is not None:
-            _close(conn)
+            opened = [] if self._receiver is not None else self._opened   # handed over: the receiver's
+            self._opened = []
+        for each in (conn, *opened):
+            if each is not None:
+                _close(each)
 
     def __enter__(self) -> Connecting:
         return self
@@ -315,7 +367,7 @@ class Libvirt:
         self._closed = False
         # The in-process test driver has no daemon to wait for, and test:///FILE is
         # a host of its own per connection: there every thread shares the one.
-        self._one_only = uri.startswith("test:")
+        self._one_only = _in_process(uri)
         self._main = (connecting or Connecting(uri, connect_timeout)).result()
         if keepalive is not None:
             try:
@@ -325,6 +377,26 @@ class Libvirt:
                 _close(self._main)
                 raise
             self.keepalive = keepalive
+        if connecting is not None:
+            connecting.hand_over(self._adopt)
+
+    def _adopt(self, conn: Any) -> None:
+        """A connection opened ahead (Connecting's spares) joins the idle ones."""
+        if self.keepalive is not None:
+            try:
+                set_keepalive(conn, self.keepalive)
+            except libvirt.libvirtError:
+                _close(conn)
+                return
+        self._give_back(conn)
+
+    def _give_back(self, conn: Any) -> None:
+        with self._lock:
+            keep = not self._closed and not self._one_only
+            if keep:
+                self._idle.append(conn)
+        if not keep:
+            _close(conn)
 
     @property
     def _conn(self) -> Any:
@@ -348,12 +420,7 @@ class Libvirt:
             yield
         finally:
             self._own.conn = None
-            with self._lock:
-                keep = not self._closed
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                _close(conn)
+            self._give_back(conn)
 
     def _idle_alive(self) -> Any:
         """A kept connection that is still open, if there is one; dead ones are closed."""
@@ -424,7 +491,55 @@ class Libvirt:
     # there is only its XML (two for a running domain: the definition and the running
     # one). An object created between two list calls shows in one and not the other:
     # what is not in the first list is not seen this time, what is gone from a later
-    # one counts as gone.
+    # one counts as gone. See inventory() for the three kinds read side by side.
+
+    def inventory(self) -> tuple[list[PoolRecord], list[NetworkRecord], list[DomainRecord]]:
+        """Every pool with its volumes, every network and every domain.
+
+        With idle connections at hand (workers' kept ones, or Connecting's spares) the
+        three kinds are read side by side, each on a connection of its own; none is
+        opened for it. Never two calls at once on one connection: when keepalive
+        closes a connection to a hung libvirtd, libvirt's client (9.0) fails the call
+        that is reading the socket and leaves the others on it waiting for ever
+        (tests/realhost/test_connections.py)."""
+        reads: list[Callable[[], Any]] = [self.pools, self.networks, self.domains]
+        spares = [] if self._one_only or getattr(self._own, "conn", None) is not None else self._idle_taken(2)
+        if not spares:
+            pools, networks, domains = (read() for read in reads)
+            return pools, networks, domains
+        found: dict[int, Any] = {}
+        failures: list[BaseException] = []
+
+        def read_on(conn: Any, batch: list[int]) -> None:
+            if conn is not None:
+                self._own.conn = conn          # this helper thread's calls go over it
+            try:
+                for i in batch:
+                    found[i] = reads[i]()
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                failures.append(exc)
+
+        # the domains (the most reads) on one spare, the networks on the other (or after
+        # the domains), the pools and their volumes on this thread's connection
+        batches = [[2], [1]] if len(spares) == 2 else [[2, 1]]
+        helpers = [threading.Thread(target=read_on, args=(conn, batch), name="iaasctl-read", daemon=True)
+                   for conn, batch in zip(spares, batches, strict=True)]
+        for helper in helpers:
+            helper.start()
+        read_on(None, [0])
+        for helper in helpers:
+            helper.join()
+        for conn in spares:
+            self._give_back(conn)
+        if failures:
+            raise failures[0]
+        return found[0], found[1], found[2]
+
+    def _idle_taken(self, most: int) -> list[Any]:
+        taken: list[Any] = []
+        while len(taken) < most and (conn := self._idle_alive()) is not None:
+            taken.append(conn)
+        return taken
 
     @_reading
     def domains(self) -> list[DomainRecord]:
@@ -528,8 +643,8 @@ class Libvirt:
             try:
                 volumes: tuple[VolumeRecord, ...] = ()
                 if name in active:
-                    volumes = tuple(VolumeRecord(pool=name, name=vol.name(), xml=vol.XMLDesc(0))
-                                    for vol in pool.listAllVolumes(0))
+                    volumes = tuple(vol for vol in map(functools.partial(_volume_record, name), pool.listAllVolumes(0))
+                                    if vol is not None)
                 records.append(PoolRecord(
                     name=name,
                     uuid=pool.UUIDString(),
@@ -539,7 +654,7 @@ class Libvirt:
                     volumes=volumes,
                 ))
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL):
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
                     raise
         return records
 

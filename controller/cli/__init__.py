@@ -195,15 +195,17 @@ def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None 
     return load_cached(list(paths), cache_dir=os.path.join(config.state_dir, "cache"), partial=partial)
 
 
-def _connect(config: Config) -> Connecting:
+def _connect(config: Config, *, spares: int = 2) -> Connecting:
     """The connection to the host, begun first: libvirt connects while the command
-    imports the rest of the pipeline and reads its manifests. libvirt's event loop
-    runs for the keepalive of the session (see _session)."""
+    imports the rest of the pipeline and reads its manifests, and opens `spares` more
+    (see Connecting): the first observation reads on all three (Libvirt.inventory),
+    and the first two workers of an apply or delete start on two of them. libvirt's
+    event loop runs for the keepalive of the session (see _session)."""
     from controller.adapter import Connecting
     from controller.adapter.events import start_event_loop
 
     start_event_loop()
-    return Connecting(config.connect, config.connect_timeout)
+    return Connecting(config.connect, config.connect_timeout, spares=spares)
 
 
 def _session(config: Config, connecting: Connecting) -> Session:

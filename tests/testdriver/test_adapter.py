@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import libvirt
 import pytest
@@ -195,3 +197,124 @@ def test_a_workers_connection_found_dead_is_replaced() -> None:
         with client.own_connection():
             assert client._conn is not first
             assert client.domain_state("test") == "running"
+
+
+def _with_spares(client: Libvirt, count: int) -> Libvirt:
+    """Idle connections as a qemu:/// client has them (kept by its workers, or opened
+    ahead by Connecting), to test:///default: every connection sees the same host."""
+    client._one_only = False
+    for _ in range(count):
+        client._give_back(client._open())
+    return client
+
+
+class _Calls:
+    """Every list call of an observation: its thread and connection, and how many
+    calls were in flight on that connection at once (libvirt's client must never have
+    two: see Libvirt.inventory)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: str | None = None) -> None:
+        self.seen: list[tuple[str, int, int]] = []      # (call, thread, connection)
+        self.most_at_once = 0
+        self._in_flight: dict[int, int] = {}
+        self._lock = threading.Lock()
+        for name in ("listAllStoragePools", "listAllNetworks", "listAllDomains"):
+            monkeypatch.setattr(libvirt.virConnect, name, self._wrap(name, getattr(libvirt.virConnect, name), fail))
+
+    def _wrap(self, name: str, call: Any, fail: str | None) -> Any:
+        def listing(conn: libvirt.virConnect, flags: int = 0) -> Any:
+            with self._lock:
+                self._in_flight[id(conn)] = self._in_flight.get(id(conn), 0) + 1
+                self.most_at_once = max(self.most_at_once, self._in_flight[id(conn)])
+                self.seen.append((name, threading.get_ident(), id(conn)))
+            try:
+                time.sleep(0.002)          # a round trip: the others run meanwhile
+                if name == fail:
+                    raise _Failure(libvirt.VIR_ERR_INTERNAL_ERROR, f"{name} failed")
+                return call(conn, flags)
+            finally:
+                with self._lock:
+                    self._in_flight[id(conn)] -= 1
+
+        return listing
+
+    def threads(self) -> set[int]:
+        return {thread for _, thread, _ in self.seen}
+
+    def connections(self) -> set[int]:
+        return {conn for _, _, conn in self.seen}
+
+
+def test_with_spare_connections_the_kinds_are_read_side_by_side(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        client._conn.defineXML(f"<domain type='test'><name>t-{i}</name><memory>1024</memory>"
+                               "<os><type>hvm</type></os></domain>")
+    one_by_one = client.inventory()
+    calls = _Calls(monkeypatch)
+    spares = _with_spares(client, 2)._idle[:]
+    assert client.inventory() == one_by_one
+    assert calls.most_at_once == 1, "two calls at once on one connection"
+    connections = {kind: {conn for name, _, conn in calls.seen if name == kind}
+                   for kind in ("listAllStoragePools", "listAllNetworks", "listAllDomains")}
+    assert all(len(used) == 1 for used in connections.values())
+    assert len(set().union(*connections.values())) == 3, "each kind on a connection of its own"
+    assert connections["listAllStoragePools"] == {id(client._main)}
+    assert len(calls.threads()) == 3
+    assert sorted(map(id, client._idle)) == sorted(map(id, spares)), "the spares are kept for the workers"
+    assert not [t for t in threading.enumerate() if t.name == "iaasctl-read"]
+
+
+def test_without_spare_connections_none_is_opened_to_observe(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    client._one_only = False
+    calls = _Calls(monkeypatch)
+    client.inventory()
+    assert calls.connections() == {id(client._main)} and calls.threads() == {threading.get_ident()}
+    assert client._idle == []
+
+
+def test_a_failed_read_on_a_spare_is_our_error_once_every_reader_stopped(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    _Calls(monkeypatch, fail="listAllDomains")
+    _with_spares(client, 2)
+    with pytest.raises(errors.LibvirtFailure, match="listAllDomains failed") as caught:
+        client.inventory()
+    assert isinstance(caught.value.__cause__, libvirt.libvirtError)
+    assert not [t for t in threading.enumerate() if t.name == "iaasctl-read"]
+    assert len(client._idle) == 2
+
+
+def test_a_volume_deleted_while_observed_leaves_its_pool_observed(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = client._conn.storagePoolLookupByName("default-pool")
+    for name in ("keep", "gone"):
+        pool.createXML(f"<volume><name>{name}</name><capacity>1024</capacity></volume>", 0)
+    _xml_fails(monkeypatch, libvirt.virStorageVol, "gone", libvirt.VIR_ERR_NO_STORAGE_VOL,
+               "no storage vol with matching name 'gone'")
+    pools = {p.name: [v.name for v in p.volumes] for p in client.pools()}
+    assert pools["default-pool"] == ["keep"]
+
+
+def _xml_fails(monkeypatch: pytest.MonkeyPatch, cls: type, name: str, code: int, message: str) -> None:
+    """`XMLDesc` of the object called `name` fails as libvirt would, with `code`."""
+    xml_desc = cls.XMLDesc  # type: ignore[attr-defined]
+
+    def failing(obj: Any, flags: int = 0) -> str:
+        if obj.name() == name:
+            raise _Failure(code, message)
+        return xml_desc(obj, flags)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(cls, "XMLDesc", failing)
+
+
+class _Failure(libvirt.libvirtError):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def get_error_code(self) -> int:
+        return self.code
+
+    def get_error_message(self) -> str:
+        return str(self)
