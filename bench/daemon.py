@@ -23,7 +23,7 @@ from typing import Any
 import libvirt
 
 from bench import lifecycle
-from bench.common import PYTHON, environment, iaasctl_cmd
+from bench.common import START, environment, iaasctl_cmd
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 TIMEOUT = 60.0
@@ -73,7 +73,8 @@ def _destroy_to_running(conn: libvirt.virConnect, name: str) -> float:
 def _floor_sample(conn: libvirt.virConnect, name: str, daemon: subprocess.Popen[bytes]) -> float:
     """One destroy healed by the floor's handler, with iaasctl paused meanwhile."""
     daemon.send_signal(signal.SIGSTOP)
-    handler = subprocess.Popen([PYTHON, "-c", FLOOR_HANDLER, lifecycle.PREFIX], stdout=subprocess.PIPE, text=True)
+    handler = subprocess.Popen([*START, "-c", FLOOR_HANDLER, lifecycle.PREFIX], stdout=subprocess.PIPE, text=True,
+                               env=environment())
     try:
         assert handler.stdout is not None and handler.stdout.readline().strip() == "ready"
         return _destroy_to_running(conn, name)

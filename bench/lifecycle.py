@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import PYTHON, REPO, Result, environment, iaasctl_cmd, timed
+from bench.common import REPO, START, Result, environment, iaasctl_cmd, timed
 
 PREFIX = "bench-"
 GUEST = Path("/var/lib/iaasctl-test/guest")
@@ -91,13 +91,13 @@ def sweep() -> None:
         "    if n.name().startswith(P):\n"
         "        n.isActive() and n.destroy(); n.undefine()\n"
     )
-    subprocess.run([PYTHON, "-c", script], check=True)
+    subprocess.run([*START, "-c", script], env=environment(), check=True)
 
 
 def baseline_cmd(command: str, n: int, threads: int | tuple[int, str], *extra: str) -> list[str]:
     """`threads` is a count, or (count, "--connection-each")."""
     count, *each = threads if isinstance(threads, tuple) else (threads,)
-    return [PYTHON, str(REPO / "bench/baseline.py"), command, "--n", str(n), "--prefix", PREFIX,
+    return [*START, str(REPO / "bench/baseline.py"), command, "--n", str(n), "--prefix", PREFIX,
             "--threads", str(count), *each, "--pool-dir", str(WORK / "pool"), "--base-image", str(WORK / "base.qcow2"),
             "--kernel", str(GUEST / "vmlinuz"), "--initrd", str(GUEST / "initrd.gz"), *extra]
 
@@ -171,13 +171,13 @@ def profiles(n: int) -> dict[str, str]:
                                (f"no-op `iaasctl plan`, {n} VM(s)", plan)):
             stats = tmp / "profile.out"
             # main(), not the command's run(): that ends the process before cProfile writes
-            subprocess.run([PYTHON, "-c", "import cProfile, sys; from controller.cli import main; "
+            subprocess.run([*START, "-c", "import cProfile, sys; from controller.cli import main; "
                             f"cProfile.run('main(sys.argv[1:])', {str(stats)!r})", *base, *command],
                            env=env, cwd=REPO, capture_output=True, check=True)
             text = io.StringIO()
             pstats.Stats(str(stats), stream=text).sort_stats("cumulative").print_stats(25)
             out[title] = text.getvalue()
-        done = subprocess.run([PYTHON, "-X", "importtime", "-m", "controller", *base, *plan],
+        done = subprocess.run([*START, "-X", "importtime", "-m", "controller", *base, *plan],
                               env=env, cwd=REPO, capture_output=True, text=True, check=False)
         out[f"imports of a no-op `iaasctl plan`, {n} VM(s)"] = _top_imports(done.stderr)
     finally:
