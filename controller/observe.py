@@ -72,6 +72,40 @@ class Observed:
         found = self.volumes.get((pool, name))
         return found.path if found else None
 
+    def users_of(self, ref: Ref) -> list[Ref]:
+        """What uses `ref` on the host: its volumes (a pool), the VMs attached (a volume,
+        a network), the clones backed by it (a volume). A user may be named twice."""
+        users = self._users.get(ref, [])
+        target = self.objects.get(ref)
+        if ref.kind is Kind.VOLUME and target is not None and target.path:
+            users = users + self._clones.get(target.path, [])
+        return users
+
+    @functools.cached_property
+    def _users(self) -> dict[Ref, list[Ref]]:
+        """Every object's users, from one pass over the host: asked for each object a
+        plan deletes, a scan per question made a 1,000-VM teardown quadratic."""
+        users: dict[Ref, list[Ref]] = {}
+        for other, live in self.objects.items():
+            for spec in (live.spec, live.live):   # the definition, and what a running VM really uses
+                if isinstance(spec, VMSpec):
+                    for used in dict.fromkeys([Ref(Kind.VOLUME, d.volume) for d in spec.disks if d.volume]
+                                              + [Ref(Kind.NETWORK, n.network) for n in spec.nics]):
+                        users.setdefault(used, []).append(other)
+        for (pool, name) in self.volumes:
+            users.setdefault(Ref(Kind.POOL, pool), []).append(Ref(Kind.VOLUME, name))
+        return users
+
+    @functools.cached_property
+    def _clones(self) -> dict[str, list[Ref]]:
+        """The volumes backed by each file path."""
+        clones: dict[str, list[Ref]] = {}
+        for (_, name), live in self.volumes.items():
+            assert isinstance(live.spec, VolumeSpec)
+            if live.spec.source_path:
+                clones.setdefault(live.spec.source_path, []).append(Ref(Kind.VOLUME, name))
+        return clones
+
 
 class ParseMemo:
     """Parsed definitions by a digest of their exact XML, from one observation to the

@@ -503,7 +503,7 @@ def _still_used(b: _Builder, candidates: list[Change]) -> list[Change]:
         deleting = {c.ref for c in kept}
         blocked = {}
         for change in kept:
-            holders = [u for u in dict.fromkeys(_users_of(change.ref, b.observed))
+            holders = [u for u in dict.fromkeys(b.observed.users_of(change.ref))
                        if u not in deleting and not _releases(desired.get(u), change.ref, u in updating)]
             if holders:
                 blocked[change.ref] = holders
@@ -561,7 +561,7 @@ def _with_dependencies(changes: list[Change], desired: Desired, observed: Observ
     out = []
     for change in changes:
         if change.action is Action.DELETE:
-            users = _users_of(change.ref, observed)
+            users = observed.users_of(change.ref)
             deps = tuple(r for r in dict.fromkeys(users) if r in planned)
         else:
             assert change.spec is not None
@@ -569,29 +569,6 @@ def _with_dependencies(changes: list[Change], desired: Desired, observed: Observ
             deps += tuple(r for r in borrowed.get(change.ref, {}) if r in deleted)
         out.append(replace(change, depends_on=deps))
     return out
-
-
-def _users_of(ref: Ref, observed: Observed) -> list[Ref]:
-    """What uses `ref` on the host: its volumes (a pool), the VMs attached (a volume, a
-    network), the clones backed by it (a volume)."""
-    users = []
-    for other, live in observed.objects.items():
-        for spec in (live.spec, live.live):   # the definition, and what a running VM really uses
-            if not isinstance(spec, VMSpec):
-                continue
-            if ref.kind is Kind.VOLUME and any(d.volume == ref.name for d in spec.disks):
-                users.append(other)
-            elif ref.kind is Kind.NETWORK and any(n.network == ref.name for n in spec.nics):
-                users.append(other)
-    target = observed.objects.get(ref)
-    for (pool, name), live in observed.volumes.items():
-        assert isinstance(live.spec, VolumeSpec)
-        if ref.kind is Kind.POOL and pool == ref.name:
-            users.append(Ref(Kind.VOLUME, name))
-        elif ref.kind is Kind.VOLUME and target is not None and target.path \
-                and live.spec.source_path == target.path:
-            users.append(Ref(Kind.VOLUME, name))
-    return users
 
 
 # -- reasons ----------------------------------------------------------------------------

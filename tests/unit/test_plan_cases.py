@@ -147,3 +147,76 @@ def test_plan_is_pure_and_repeatable(tmp_path: Path) -> None:
     first = plan(desired, observed, owned, policy=Policy())
     assert plan(desired, observed, owned, policy=Policy()) == first
     assert (desired, dict(observed.objects), dict(owned)) == snapshot
+
+
+USES = """\
+apiVersion: iaas/v1
+kind: StoragePool
+metadata: {name: images}
+spec: {path: /pools/images}
+---
+apiVersion: iaas/v1
+kind: Volume
+metadata: {name: base}
+spec: {pool: images, size: 1GiB}
+---
+apiVersion: iaas/v1
+kind: Volume
+metadata: {name: web-root}
+spec: {pool: images, size: 2GiB, source: {volume: base}}
+---
+apiVersion: iaas/v1
+kind: Volume
+metadata: {name: db-root}
+spec: {pool: images, size: 2GiB, source: {volume: base}}
+---
+apiVersion: iaas/v1
+kind: Network
+metadata: {name: lab}
+spec: {mode: isolated}
+---
+apiVersion: iaas/v1
+kind: VirtualMachine
+metadata: {name: web}
+spec: {vcpus: 1, memory: 1GiB, disks: [{volume: web-root}, {volume: base}], networks: [{network: lab}, {network: lab}]}
+---
+apiVersion: iaas/v1
+kind: VirtualMachine
+metadata: {name: db}
+spec: {vcpus: 1, memory: 1GiB, disks: [{volume: db-root}]}
+"""
+
+
+def _scanned_users(ref: Ref, observed: Observed) -> list[Ref]:
+    """What the planner asked before the index: a scan of the whole host per question."""
+    users = []
+    for other, live in observed.objects.items():
+        for spec in (live.spec, live.live):
+            if isinstance(spec, VMSpec) and (
+                    (ref.kind is Kind.VOLUME and any(d.volume == ref.name for d in spec.disks))
+                    or (ref.kind is Kind.NETWORK and any(n.network == ref.name for n in spec.nics))):
+                users.append(other)
+    target = observed.objects.get(ref)
+    for (pool, name), live in observed.volumes.items():
+        assert isinstance(live.spec, VolumeSpec)
+        if (ref.kind is Kind.POOL and pool == ref.name) or (
+                ref.kind is Kind.VOLUME and target is not None and target.path and live.spec.source_path == target.path):
+            users.append(Ref(Kind.VOLUME, name))
+    return users
+
+
+def test_what_uses_each_object_is_what_a_scan_of_the_host_finds(tmp_path: Path) -> None:
+    """`Observed.users_of` answers from one index of the host (a teardown asks it for
+    every object it deletes); its answers are the scan's, in the same order: the
+    definition's users and the running ones', the VMs before the clones."""
+    specs = load_text(tmp_path / "observed", USES)
+    observed = observed_from({}, specs, desired_file="x.yaml")
+    db = observed.objects[Ref(Kind.VM, "db")]
+    assert db.live is not None
+    running = dataclasses.replace(db.live, disks=(dataclasses.replace(db.live.disks[0], volume="base"),))
+    observed = dataclasses.replace(observed, objects={**observed.objects, db.ref: dataclasses.replace(db, live=running)})
+    refs = [ref_of(s) for s in specs] + [Ref(Kind.NETWORK, "absent"), Ref(Kind.VOLUME, "absent")]
+    answers = {ref: observed.users_of(ref) for ref in refs}
+    assert answers == {ref: _scanned_users(ref, observed) for ref in refs}
+    assert answers[Ref(Kind.VOLUME, "base")] == [Ref(Kind.VM, "web"), Ref(Kind.VM, "web"), Ref(Kind.VM, "db"),
+                                                 Ref(Kind.VOLUME, "web-root"), Ref(Kind.VOLUME, "db-root")]
