@@ -75,11 +75,9 @@ class Observed:
     def users_of(self, ref: Ref) -> list[Ref]:
         """What uses `ref` on the host: its volumes (a pool), the VMs attached (a volume,
         a network), the clones backed by it (a volume). A user may be named twice."""
-        users = self._users.get(ref, [])
         target = self.objects.get(ref)
-        if ref.kind is Kind.VOLUME and target is not None and target.path:
-            users = users + self._clones.get(target.path, [])
-        return users
+        clones = self._clones.get(target.path, []) if ref.kind is Kind.VOLUME and target and target.path else []
+        return [*self._users.get(ref, ()), *clones]
 
     @functools.cached_property
     def _users(self) -> dict[Ref, list[Ref]]:
