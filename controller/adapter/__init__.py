@@ -392,7 +392,7 @@ class Libvirt:
 
     def _give_back(self, conn: Any) -> None:
         with self._lock:
-            keep = not self._closed and not self._one_only
+            keep = not self._closed
             if keep:
                 self._idle.append(conn)
         if not keep:
@@ -503,7 +503,7 @@ class Libvirt:
         that is reading the socket and leaves the others on it waiting for ever
         (tests/realhost/test_connections.py)."""
         reads: list[Callable[[], Any]] = [self.pools, self.networks, self.domains]
-        spares = [] if self._one_only or getattr(self._own, "conn", None) is not None else self._idle_taken(2)
+        spares = [] if getattr(self._own, "conn", None) is not None else self._idle_taken(2)
         if not spares:
             pools, networks, domains = (read() for read in reads)
             return pools, networks, domains
