@@ -28,7 +28,7 @@ class Config:
     connect: str = "qemu:///system"
     state_dir: str = DEFAULT_STATE_DIR
     domain_type: str = "auto"
-    parallelism: int = 8             # measured: docs/performance.md ("parallelism")
+    parallelism: int = 32            # measured: docs/performance.md ("parallelism")
     shutdown_timeout: float = 60.0
     console_log_dir: str = "/var/log/libvirt/qemu"
     connect_timeout: float = 30.0      # a libvirtd that accepts and never answers fails after this

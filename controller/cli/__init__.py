@@ -12,6 +12,7 @@ import atexit
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller import __version__, errors
@@ -94,12 +95,13 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         else:
             p.add_argument("--dry-run", action="store_true", help="show the plan and stop (same as plan)")
             p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-            p.add_argument("--parallelism", type=int, metavar="N", help="independent changes run at once")
+            _parallelism_flag(p)
 
     if adding("delete"):
         p = sub.add_parser("delete", help="delete the objects the manifests declare (owned ones only)")
         p.add_argument("-f", "--filename", dest="paths", action="append", required=True, metavar="PATH")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+        _parallelism_flag(p)
 
     if adding("get"):
         p = sub.add_parser("get", help="desired and live status of objects of one kind")
@@ -180,8 +182,26 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     os._exit(code)
 
 
+def _parallelism_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parallelism", type=_at_least_one, metavar="N",
+                        help="independent changes run at once (default: the configuration's, 32)")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, connect=args.connect, state_dir=args.state_dir)
+    config = load_config(args.config, connect=args.connect, state_dir=args.state_dir)
+    if getattr(args, "parallelism", None):
+        config = replace(config, parallelism=args.parallelism)
+    return config
 
 
 def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None = None) -> Desired:
@@ -263,8 +283,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return cmd_plan(args)
     config = _config(args)
     connecting = _connect(config)
-    from dataclasses import replace
-
     from controller.cli import output
     from controller.plan import Disruption, Policy
     from controller.reconcile import apply
@@ -273,8 +291,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with connecting:
         desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
-    if args.parallelism:
-        config = replace(config, parallelism=args.parallelism)
     with connecting, exclusive(config.state_dir), _session(config, connecting) as session:
         for line in session.recover():
             print(line, file=sys.stderr)

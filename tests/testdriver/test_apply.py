@@ -402,6 +402,29 @@ def test_usage_errors_and_unusable_state_dirs_are_errors_not_changes(session, wr
     assert "iaasctl: error: /proc/no-such-dir" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["apply", "delete"])
+@pytest.mark.parametrize(("value", "message"), [("0", "0 must be at least 1"), ("-1", "-1 must be at least 1"),
+                                                ("two", "expected a whole number, got 'two'")])
+def test_a_parallelism_below_one_is_a_usage_error(session, write_manifests, capsys, command, value, message) -> None:
+    """-1 once made the executor spin forever with nothing in flight, and 0 was ignored."""
+    root = write_manifests(m.stack())
+    assert cli(session, "apply", "-f", str(root), "--yes") == 0
+    before = session.client.mutations
+    assert cli(session, command, "-f", str(root), "--yes", f"--parallelism={value}") == 1
+    assert f"argument --parallelism: {message}" in capsys.readouterr().err
+    assert session.client.mutations == before
+
+
+def test_delete_takes_a_parallelism_like_apply(session, write_manifests, capsys) -> None:
+    root = write_manifests(m.stack())
+    for command in ("apply", "delete"):
+        capsys.readouterr()
+        assert cli(session, command, "-f", str(root), "--yes", "--parallelism", "1") == 0
+        progress = [line.split()[0] for line in capsys.readouterr().err.splitlines() if line.startswith("  ")]
+        assert len(progress) >= 8 and progress == ["...", "ok"] * (len(progress) // 2), "one change at a time"
+    assert live_names(session, Kind.VM) == {"test"} and session.store.owned() == {}
+
+
 def test_validate_checks_paths_against_the_state_dir_too(session, write_manifests, capsys) -> None:
     state = session.config.state_dir
     root = write_manifests({"pool.yaml": m.POOL.replace("/t-images", f"{state}/pools/images")})
