@@ -42,13 +42,18 @@ def volume_xml(name: str, a: argparse.Namespace) -> str:
 def domain_xml(i: int, a: argparse.Namespace, *, memory_mib: int, uuid: str | None = None) -> str:
     name = f"{a.prefix}vm-{i}"
     uuid_el = f"<uuid>{uuid}</uuid>" if uuid else ""
+    # the guest iaasctl defines from configs/vm_template.xml: an APIC, and the console
+    # kept in a log file by virtlogd (until 2026-12-01 the floor's guests had neither)
+    log = f"/var/log/libvirt/qemu/{name}-console.log"
     return (f"<domain type='qemu'><name>{name}</name>{uuid_el}<memory unit='KiB'>{memory_mib * 1024}</memory>"
             f"<vcpu>1</vcpu><os><type>hvm</type><kernel>{a.kernel}</kernel><initrd>{a.initrd}</initrd>"
-            f"<cmdline>console=ttyS0</cmdline></os><features><acpi/></features><devices>"
+            f"<cmdline>console=ttyS0</cmdline></os><features><acpi/><apic/></features><devices>"
             f"<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
             f"<source pool='{a.prefix}pool' volume='{name}-root'/><target dev='vda' bus='virtio'/></disk>"
             f"<interface type='network'><source network='{a.prefix}net'/><model type='virtio'/></interface>"
-            f"<serial type='pty'/></devices></domain>")
+            f"<serial type='pty'><log file='{log}' append='on'/></serial>"
+            f"<console type='pty'><log file='{log}' append='on'/></console>"
+            f"<memballoon model='virtio'/></devices></domain>")
 
 
 def per_vm(a: argparse.Namespace, conn: libvirt.virConnect, work) -> None:  # type: ignore[no-untyped-def]

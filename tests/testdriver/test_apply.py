@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -551,3 +554,37 @@ def test_only_changes_nothing_waits_for_are_let_go_to_the_background(session, wr
     assert session.client.domain("t-web").state == "running"
     runs = session.store.runs()
     assert runs[0]["summary"]["pending"] == 1 and runs[0]["result"] == "not-converged"
+
+
+@pytest.mark.parametrize(("seconds", "widest"), [(0.0, range(1, 9)), (0.12, range(20, 21))])
+def test_quick_changes_keep_to_a_few_workers_and_waits_widen_to_all(session, write_manifests, monkeypatch,
+                                                                    seconds, widest) -> None:
+    """Each worker opens a connection of its own, which costs libvirtd CPU: changes that
+    finish quickly are served by the first eight workers, and only when none of those
+    finishes for a while (changes that wait) do the rest of the parallelism start."""
+    import controller.execute as executor
+
+    real, lock, flight = executor.run_change, threading.Lock(), {"now": 0, "most": 0}
+
+    def counted(change, ctx) -> None:  # type: ignore[no-untyped-def]
+        with lock:
+            flight["now"] += 1
+            flight["most"] = max(flight["most"], flight["now"])
+        try:
+            if change.ref.kind is Kind.VOLUME:
+                time.sleep(seconds)   # a change that waits, as a guest's stop does
+            real(change, ctx)
+        finally:
+            with lock:
+                flight["now"] -= 1
+
+    monkeypatch.setattr(executor, "run_change", counted)
+    if not seconds:   # quick: however slow this machine is now
+        monkeypatch.setattr(executor, "WIDEN_AFTER", 2.0)
+    volumes = "---\n".join(f"apiVersion: iaas/v1\nkind: Volume\nmetadata: {{name: t-v{i}}}\n"
+                           f"spec: {{pool: t-images, size: 1MiB}}\n" for i in range(20))
+    root = write_manifests({"pool.yaml": m.POOL, "volumes.yaml": volumes})
+    wide = Session(replace(session.config, parallelism=32), session.client, session.store)
+    result = run(wide, root)
+    assert result.converged and len(live_names(session, Kind.VOLUME) & {f"t-v{i}" for i in range(20)}) == 20
+    assert flight["most"] in widest
