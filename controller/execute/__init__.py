@@ -90,7 +90,7 @@ def execute(plan: Plan, ctx: StepContext, *, parallelism: int = 32, progress: Pr
     others = [c for c in plan.changes if c.ref in later]
     needed = {d for c in plan.changes for d in c.depends_on} if background else set()
     outcomes: list[Outcome] = []
-    with _Workers(parallelism, min(parallelism, FIRST_WIDTH)) as pool:
+    with _Workers(parallelism) as pool:
         done: dict[Ref, Outcome] = {}
         for phase in (deletes, others):
             outcomes += _run_phase(phase, ctx, pool, progress, done, background, needed)
@@ -102,9 +102,9 @@ class _Workers:
     queue of their outcomes in the order they finish. Not concurrent.futures: its import
     (with logging's, ~12 ms) would be a tenth of a one-VM command's own time."""
 
-    def __init__(self, size: int, width: int) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
-        self.width = width     # changes let in flight now: grows to size, never shrinks
+        self.width = min(size, FIRST_WIDTH)   # changes let in flight now: grows to size, never shrinks
         self.threads: list[threading.Thread] = []
         self.idle = 0
         self.todo: queue.SimpleQueue[tuple[Change, StepContext] | None] = queue.SimpleQueue()
@@ -130,9 +130,10 @@ class _Workers:
             thread.start()
         self.todo.put((change, ctx))
 
-    def next_finished(self, *, widen: bool) -> tuple[Change, Outcome] | None:
-        """The next change to finish; with `widen`, None if none does within
-        WIDEN_AFTER, and the width is then the whole size."""
+    def next_finished(self, *, more_ready: bool) -> tuple[Change, Outcome] | None:
+        """The next change to finish. While `more_ready` changes wait for the width:
+        None if none finishes within WIDEN_AFTER, and the width is then the whole size."""
+        widen = more_ready and self.width < self.size
         try:
             change, outcome = self.finished.get(timeout=WIDEN_AFTER if widen else None)
         except queue.Empty:
@@ -215,7 +216,7 @@ def _run_phase(
             running += 1
         if not running:
             continue
-        finished = pool.next_finished(widen=bool(ready) and pool.width < pool.size)
+        finished = pool.next_finished(more_ready=bool(ready))
         if finished is not None:
             settle(*finished)
             running -= 1
