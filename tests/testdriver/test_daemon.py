@@ -448,7 +448,9 @@ def test_held_or_failing_changes_are_not_mistaken_for_drift(start_daemon) -> Non
     assert "Drifted" not in run.events(WEB)
     run.store().resume(WEB)
     settle(run)
-    wait_for("the edit applied", lambda: observe(run.session.client).objects[WEB].spec.memory == 384 << 20)
+    # the change is on the host before its pass records the event: wait for both
+    wait_for("the edit applied and recorded", lambda: observe(run.session.client).objects[WEB].spec.memory
+             == 384 << 20 and "Updated" in run.events(WEB))
     assert "Drifted" not in run.events(WEB) and "Updated" in run.events(WEB)
 
 
