@@ -20,3 +20,18 @@ def test_scale_benchmark_and_report_run(tmp_path: Path) -> None:
                                    "scale": summary, "profiles": profiles})
     assert "| noop | 10 |" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["comparisons"][0]["ratio"] == result.ratio
+
+
+def test_the_floor_is_chosen_among_different_programs_only() -> None:
+    """A pool as wide as the VMs or wider, or of one thread, is a program already in
+    the list: the fastest of several medians of one program is below its median by
+    the noise, and would be a floor lower than the script's."""
+    from bench.lifecycle import baselines
+
+    assert baselines(1) == [("sequential", 1), ("1 thread, 1 connection", (1, "--connection-each"))]
+    assert [name for name, _ in baselines(30)] == [
+        "sequential", "4 threads", "8 threads", "8 threads, 8 connections", "30 threads, 30 connections"]
+    for n in (1, 2, 4, 8, 10, 30):
+        programs = [threads for _, threads in baselines(n)]
+        assert len(programs) == len(set(programs)), n
+        assert all((t if isinstance(t, int) else t[0]) <= n for t in programs), n
