@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -497,43 +498,47 @@ class Libvirt:
         """Every pool with its volumes, every network and every domain.
 
         With idle connections at hand (workers' kept ones, or Connecting's spares) the
-        three kinds are read side by side, each on a connection of its own; none is
-        opened for it. Never two calls at once on one connection: when keepalive
-        closes a connection to a hung libvirtd, libvirt's client (9.0) fails the call
-        that is reading the socket and leaves the others on it waiting for ever
-        (tests/realhost/test_connections.py)."""
-        reads: list[Callable[[], Any]] = [self.pools, self.networks, self.domains]
+        kinds are read side by side, each reader on a connection of its own; none is
+        opened for it. With two, the domains (two XML reads each when running, the
+        most reads) are shared between them by name, and the networks follow on the
+        first; with one, domains and networks go on it. The pools and their volumes
+        are read on this thread's connection meanwhile. Never two calls at once on
+        one connection: when keepalive closes a connection to a hung libvirtd,
+        libvirt's client (9.0) fails the call that is reading the socket and leaves
+        the others on it waiting for ever (tests/realhost/test_connections.py)."""
         spares = [] if getattr(self._own, "conn", None) is not None else self._idle_taken(2)
         if not spares:
-            pools, networks, domains = (read() for read in reads)
-            return pools, networks, domains
-        found: dict[int, Any] = {}
+            return self.pools(), self.networks(), self.domains()
+        found: dict[str, Any] = {}
         failures: list[BaseException] = []
 
-        def read_on(conn: Any, batch: list[int]) -> None:
+        def read_on(conn: Any, reads: dict[str, Callable[[], Any]]) -> None:
             if conn is not None:
                 self._own.conn = conn          # this helper thread's calls go over it
             try:
-                for i in batch:
-                    found[i] = reads[i]()
+                for key, read in reads.items():
+                    found[key] = read()
             except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
                 failures.append(exc)
 
-        # the domains (the most reads) on one spare, the networks on the other (or after
-        # the domains), the pools and their volumes on this thread's connection
-        batches = [[2], [1]] if len(spares) == 2 else [[2, 1]]
+        if len(spares) == 2:
+            batches = [{"domains 0": lambda: self.domains(share=(0, 2)), "networks": self.networks},
+                       {"domains 1": lambda: self.domains(share=(1, 2))}]
+        else:
+            batches = [{"domains 0": self.domains, "networks": self.networks}]
         helpers = [threading.Thread(target=read_on, args=(conn, batch), name="iaasctl-read", daemon=True)
                    for conn, batch in zip(spares, batches, strict=True)]
         for helper in helpers:
             helper.start()
-        read_on(None, [0])
+        read_on(None, {"pools": self.pools})
         for helper in helpers:
             helper.join()
         for conn in spares:
             self._give_back(conn)
         if failures:
             raise failures[0]
-        return found[0], found[1], found[2]
+        domains = sorted(found["domains 0"] + found.get("domains 1", []), key=lambda d: d.name)
+        return found["pools"], found["networks"], domains
 
     def _idle_taken(self, most: int) -> list[Any]:
         taken: list[Any] = []
@@ -542,17 +547,22 @@ class Libvirt:
         return taken
 
     @_reading
-    def domains(self) -> list[DomainRecord]:
+    def domains(self, *, share: tuple[int, int] = (0, 1)) -> list[DomainRecord]:
+        """Every domain, by name; with `share` (i, n), the i-th of n shares of them,
+        split by a hash of the name (readers on n connections list each)."""
         conn = self._conn
         doms, (persistent, autostart) = _list_with(
             conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
             libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
-        if not doms:
+        index, shares = share
+        named = sorted((dom.name(), dom) for dom in doms)
+        if shares > 1:
+            named = [(name, dom) for name, dom in named if zlib.crc32(name.encode()) % shares == index]
+        if not named:
             return []
         states = self._domain_states()
         records = []
-        for dom in doms:
-            name = dom.name()
+        for name, dom in named:
             try:
                 # A domain the batch did not report on (defined since, or a driver that
                 # leaves it out) is asked on its own: never guessed to be shut off.

@@ -247,22 +247,46 @@ class _Calls:
 
 def test_with_spare_connections_the_kinds_are_read_side_by_side(
         client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
-    for i in range(3):
+    for i in range(8):
         client._conn.defineXML(f"<domain type='test'><name>t-{i}</name><memory>1024</memory>"
                                "<os><type>hvm</type></os></domain>")
     one_by_one = client.inventory()
     calls = _Calls(monkeypatch)
+    read_by: dict[str, list[int]] = {}              # domain name: the connections its XML was read on
+    xml_desc = libvirt.virDomain.XMLDesc
+
+    def reading(dom: libvirt.virDomain, flags: int = 0) -> str:
+        read_by.setdefault(dom.name(), []).append(id(dom._conn))
+        return xml_desc(dom, flags)
+
+    monkeypatch.setattr(libvirt.virDomain, "XMLDesc", reading)
     spares = _with_spares(client, 2)._idle[:]
     assert client.inventory() == one_by_one
     assert calls.most_at_once == 1, "two calls at once on one connection"
     connections = {kind: {conn for name, _, conn in calls.seen if name == kind}
                    for kind in ("listAllStoragePools", "listAllNetworks", "listAllDomains")}
-    assert all(len(used) == 1 for used in connections.values())
-    assert len(set().union(*connections.values())) == 3, "each kind on a connection of its own"
     assert connections["listAllStoragePools"] == {id(client._main)}
+    assert connections["listAllDomains"] == set(map(id, spares)), "the domains shared by the two spares"
+    assert len(connections["listAllNetworks"]) == 1 and connections["listAllNetworks"] < set(map(id, spares))
+    assert sorted(read_by) == sorted(d.name for d in one_by_one[2]) == [d.name for d in one_by_one[2]]
+    assert all(len(set(conns)) == 1 for conns in read_by.values()), "each domain read on one connection"
+    shares = {conns[0] for conns in read_by.values()}
+    assert shares == set(map(id, spares)), "both spares read some of the domains"
     assert len(calls.threads()) == 3
     assert sorted(map(id, client._idle)) == sorted(map(id, spares)), "the spares are kept for the workers"
     assert not [t for t in threading.enumerate() if t.name == "iaasctl-read"]
+
+
+def test_with_one_spare_connection_domains_and_networks_are_read_on_it(
+        client: Libvirt, monkeypatch: pytest.MonkeyPatch) -> None:
+    one_by_one = client.inventory()
+    calls = _Calls(monkeypatch)
+    spare = _with_spares(client, 1)._idle[0]
+    assert client.inventory() == one_by_one
+    by_kind = {name: conn for name, _, conn in calls.seen}
+    assert by_kind["listAllDomains"] == by_kind["listAllNetworks"] == id(spare)
+    assert by_kind["listAllStoragePools"] == id(client._main)
+    assert calls.most_at_once == 1
 
 
 def test_without_spare_connections_none_is_opened_to_observe(
