@@ -117,11 +117,20 @@ def memory(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
             deadline = time.monotonic() + a.shutdown_timeout
             while dom.isActive() and time.monotonic() < deadline:
                 time.sleep(0.25)
-            if dom.isActive():
-                dom.destroy()
+            stop(dom)
             dom.create()
 
     per_vm(a, conn, vm)
+
+
+def stop(dom: libvirt.virDomain) -> None:
+    """Destroy a domain unless it is off: one call, as iaasctl makes it. Asking first
+    would be a round trip more, and racy: a guest may power off between the two."""
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
 
 
 def teardown(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
@@ -129,8 +138,7 @@ def teardown(conn: libvirt.virConnect, a: argparse.Namespace) -> None:
 
     def vm(c: libvirt.virConnect, i: int) -> None:
         dom = c.lookupByName(f"{a.prefix}vm-{i}")
-        if dom.isActive():
-            dom.destroy()
+        stop(dom)
         dom.undefine()
         c.storagePoolLookupByName(f"{a.prefix}pool").storageVolLookupByName(f"{a.prefix}vm-{i}-root").delete(0)
 
