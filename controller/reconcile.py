@@ -76,8 +76,9 @@ class Session:
     def recover(self) -> list[str]:
         """Finish what a crashed run left half done, from the journal: an object it
         created but had not yet recorded is recorded as ours (never created twice, never
-        left an orphan); a delete is finished by the next plan, as its record remains.
-        Returns one line per entry, for the log."""
+        left an orphan); anything else (a replace cut short after its delete, an entry of
+        an older version) is finished by the next plan. Deletes are not journaled: their
+        record remains until the object is gone. Returns one line per entry, for the log."""
         entries = self.store.journal()
         if not entries:
             return []

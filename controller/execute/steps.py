@@ -64,19 +64,23 @@ def spec_row(spec: Spec, uuid: str | None = None) -> OwnedRow:
     )
 
 
-_JOURNALED = (Action.CREATE, Action.REPLACE, Action.DELETE)
+_JOURNALED = (Action.CREATE, Action.REPLACE)
 
 
 def run_change(change: Change, ctx: StepContext) -> None:
     """Carry out one change; raises an IaasError when it cannot.
 
-    Creates, replaces and deletes are multi-step: they are journaled first, so that a
-    crash between two steps (a volume made but not yet recorded as ours) is finished
-    on the next start (Session.recover) instead of leaving an orphan or a duplicate."""
+    Creates and replaces are multi-step: they are journaled first, so that a crash
+    between two steps (a volume made but not yet recorded as ours) is finished on the
+    next start (Session.recover) instead of leaving an orphan or a duplicate. A delete
+    needs no entry: its record stays until the object is gone, so the next plan
+    finishes a delete cut short, and the record goes in the commit after it."""
     if change.action not in _JOURNALED:
         row = _run(change, ctx)
-        assert row is not None, "only deletes leave no record, and they are journaled"
-        ctx.store.record(row)
+        if row is None:
+            ctx.store.forget(change.ref)
+        else:
+            ctx.store.record(row)
         return
     spec = change.spec
     entry = ctx.store.journal_begin(
@@ -88,8 +92,8 @@ def run_change(change: Change, ctx: StepContext) -> None:
         ctx.store.journal_end(entry)   # failed and rolled back: nothing is left half done
         raise
     # Anything else (a crash, an interrupt, a bug) leaves the entry for Session.recover.
-    # The record of what was made or deleted goes in the entry's own end.
-    ctx.store.journal_end(entry, forget=change.ref if row is None else None, record=row)
+    # The record of what was made goes in the entry's own end.
+    ctx.store.journal_end(entry, record=row)
 
 
 def _run(change: Change, ctx: StepContext) -> OwnedRow | None:

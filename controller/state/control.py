@@ -59,14 +59,12 @@ class Control(StoreCore):
             "INSERT INTO journal (kind, name, action, source, protect, started) VALUES (?, ?, ?, ?, ?, ?)",
             row).lastrowid or 0))
 
-    def journal_end(self, entry: int, *, forget: Ref | None = None, record: OwnedRow | None = None) -> None:
-        """The operation is over; `forget` an object it deleted, or `record` one it made,
-        in the same transaction (a commit is an fsync: one per object fewer), shared
-        with what other workers write at the same moment."""
+    def journal_end(self, entry: int, *, record: OwnedRow | None = None) -> None:
+        """The operation is over; `record` the object it made in the same transaction
+        (a commit is an fsync: one per object fewer), shared with what other workers
+        write at the same moment."""
         def end(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM journal WHERE id = ?", (entry,))
-            if forget is not None:
-                self._forget_in(db, forget)
             if record is not None:
                 self._record_in(db, record)
 

@@ -227,8 +227,8 @@ class StoreCore:
         self.record(owned_row(ref, source=source, protect=protect, uuid=uuid, spec_hash=spec_hash, spec=spec))
 
     def record(self, row: OwnedRow) -> None:
-        with self._write() as db:
-            self._record_in(db, row)
+        """In a commit shared with other workers' writes (see _write_together)."""
+        self._write_together(lambda db: self._record_in(db, row))
 
     @staticmethod
     def _record_in(db: sqlite3.Connection, row: OwnedRow) -> None:
@@ -246,8 +246,8 @@ class StoreCore:
         )
 
     def forget(self, ref: Ref) -> None:
-        with self._write() as db:
-            self._forget_in(db, ref)
+        """In a commit shared with other workers' writes (see _write_together)."""
+        self._write_together(lambda db: self._forget_in(db, ref))
 
     @staticmethod
     def _forget_in(db: sqlite3.Connection, ref: Ref) -> None:

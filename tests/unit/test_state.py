@@ -192,3 +192,33 @@ def test_journal_writes_queued_at_the_same_moment_share_one_commit(tmp_path: Pat
     assert len(commits) == 2
     assert {e.ref.name for e in store.journal()} == set(names) - {"vm-0"}
     store.close()
+
+
+def test_records_made_and_dropped_by_workers_at_the_same_moment_share_one_commit(tmp_path: Path) -> None:
+    """A worker's record of what it made or deleted (an update, a delete, a VM's record
+    before its start) goes in the same group commit as the other workers' writes."""
+    import threading
+    import time
+
+    store = StateStore(tmp_path)
+    for i in range(3):
+        store.record_owned(Ref(Kind.VM, f"old-{i}"), source="/srv/vm.yaml", protect=False)
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    work = [lambda i=i: store.forget(Ref(Kind.VM, f"old-{i}")) for i in range(3)]
+    work += [lambda i=i: store.record_owned(Ref(Kind.VM, f"new-{i}"), source="/srv/vm.yaml", protect=False)
+             for i in range(3)]
+    with store._lock:    # a commit under way: the workers queue behind it
+        threads = [threading.Thread(target=w) for w in work]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(store._queued) < len(work) and time.monotonic() < deadline:
+            threading.Event().wait(0.001)
+        queued = len(store._queued)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert queued == len(work), "each write waits in the queue for the next commit"
+    assert len(commits) == 1
+    assert {ref.name for ref in store.owned()} == {"new-0", "new-1", "new-2"}
+    store.close()
