@@ -180,13 +180,11 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class HostRecord:
-    """The host behind the connection: its size and its driver (the guest types it
-    offers are `Libvirt.domain_types()`: only creating a VM needs them)."""
+    """The host's size, which a VM to create or resize is admitted against (the guest
+    types it offers are `Libvirt.domain_types()`: only rendering a VM needs them)."""
 
-    hostname: str
     cpus: int
     memory: int                        # bytes
-    driver: str                        # "QEMU", "Test", ...
 
 
 def _list_with(list_all: Callable[[int], list[Any]], *flags: int) -> tuple[list[Any], list[frozenset[str]]]:
@@ -361,7 +359,6 @@ class Libvirt:
         self._lock = threading.Lock()
         self._network_inactive_flag = True
         self._stats_call = True          # getAllDomainStats(STATE, NOWAIT): libvirt >= 4.5
-        self._static: tuple[str, str] | None = None         # see host()
         self._domain_types: tuple[str, ...] | None = None    # see domain_types()
         self._own = threading.local()    # .conn: the connection this thread holds in own_connection()
         self._idle: list[Any] = []       # workers' connections between two blocks
@@ -458,11 +455,8 @@ class Libvirt:
 
     @_reading
     def host(self) -> HostRecord:
-        info = self._conn.getInfo()
-        if self._static is None:    # the host name and the driver do not change while connected
-            self._static = (self._conn.getHostname(), self._conn.getType())
-        hostname, driver = self._static
-        return HostRecord(hostname=hostname, cpus=int(info[2]), memory=int(info[1]) << 20, driver=driver)
+        info = self._conn.getInfo()      # one round trip, on the planner's path to a new VM
+        return HostRecord(cpus=int(info[2]), memory=int(info[1]) << 20)
 
     @_reading
     def domain_types(self) -> tuple[str, ...]:

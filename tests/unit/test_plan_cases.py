@@ -68,8 +68,7 @@ def observed_from(case: dict[str, Any], specs: tuple[Spec, ...], *, desired_file
             live = Live(ref, spec, fact.get("state", "active"), owner=owner)
         objects[ref] = live
     return Observed(
-        read_host=lambda: HostRecord(hostname="case", cpus=host.get("cpus", 16),
-                                     memory=parse_size(host.get("memory", "64GiB")), driver="QEMU"),
+        read_host=lambda: HostRecord(cpus=host.get("cpus", 16), memory=parse_size(host.get("memory", "64GiB"))),
         objects=objects, volumes=volumes,
     )
 
