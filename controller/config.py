@@ -44,6 +44,20 @@ def load_config(
     path: str | None = None, *, connect: str | None = None, state_dir: str | None = None
 ) -> Config:
     """Defaults < config file < environment < command-line flags."""
+    config = _resolve(path, connect=connect, state_dir=state_dir, parse=True)
+    assert config is not None   # noqa: S101 - _resolve parses whatever it has to
+    return config
+
+
+def cached_config(
+    path: str | None = None, *, connect: str | None = None, state_dir: str | None = None
+) -> Config | None:
+    """load_config's result if it needs no YAML parser (no configuration file, or one
+    whose settings are in the cache); None if it would parse."""
+    return _resolve(path, connect=connect, state_dir=state_dir, parse=False)
+
+
+def _resolve(path: str | None, *, connect: str | None, state_dir: str | None, parse: bool) -> Config | None:
     config = Config()
     file = path or os.environ.get("IAASCTL_CONFIG")
     if file is None and Path(DEFAULT_CONFIG_FILE).exists():
@@ -54,7 +68,10 @@ def load_config(
         "state_dir": os.environ.get("IAASCTL_STATE_DIR"),
     }
     if file:
-        config = replace(config, **_from_file(file, state_dir=state_dir or env["state_dir"]))
+        values = _from_file(file, state_dir=state_dir or env["state_dir"], parse=parse)
+        if values is None:
+            return None
+        config = replace(config, **values)
     config = replace(config, **{k: v for k, v in env.items() if v})
     flags: dict[str, Any] = {"connect": connect, "state_dir": state_dir}
     config = replace(config, **{k: v for k, v in flags.items() if v})
@@ -62,7 +79,7 @@ def load_config(
     return config
 
 
-def _from_file(file: str, *, state_dir: str | None) -> dict[str, Any]:
+def _from_file(file: str, *, state_dir: str | None, parse: bool) -> dict[str, Any] | None:
     """The file's settings. Parsed settings are cached by the file's bytes in the state
     directory, so that a command does not import a YAML parser to read the same few
     keys each time — only in the directory the command uses: the one given
@@ -77,6 +94,8 @@ def _from_file(file: str, *, state_dir: str | None) -> dict[str, Any]:
     key = hashlib.sha256(__version__.encode() + b"\0" + raw).hexdigest()
     values: dict[str, Any] | None = filecache.read(cache, key)
     if values is None:
+        if not parse:
+            return None
         values = _parse(file, raw)
         if state_dir or values.get("state_dir", cache_in) == cache_in:
             filecache.write(cache, key, values)

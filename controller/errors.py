@@ -48,6 +48,9 @@ class ManifestInvalid(IaasError):
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def __reduce__(self) -> tuple[type[ManifestInvalid], tuple[list[Problem]]]:
+        return type(self), (self.problems,)   # pickled whole (cli/preload.py), not as its text
+
 
 class ConfigError(IaasError):
     pass

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller import __version__, errors
 from controller.cli import control
-from controller.config import Config, load_config
+from controller.cli.preload import Preload
+from controller.config import Config, cached_config, load_config
 from controller.model import Desired, Kind, Ref, parse_kind
 
 if TYPE_CHECKING:
@@ -198,7 +199,10 @@ def _at_least_one(text: str) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config, connect=args.connect, state_dir=args.state_dir)
+    return _with_flags(load_config(args.config, connect=args.connect, state_dir=args.state_dir), args)
+
+
+def _with_flags(config: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "parallelism", None):
         config = replace(config, parallelism=args.parallelism)
     return config
@@ -213,6 +217,65 @@ def _load(paths: Sequence[str], *, partial: bool = False, config: Config | None 
     from controller.manifest.cache import load_cached
 
     return load_cached(list(paths), cache_dir=os.path.join(config.state_dir, "cache"), partial=partial)
+
+
+def _start(args: argparse.Namespace, *, partial: bool = False) -> tuple[Config, Desired, Connecting]:
+    """The configuration and the manifests of a plan, apply or delete, and the
+    connection to the host, begun. The YAML half (configuration file, manifests) is
+    read in a child process while this one imports libvirt and the pipeline (see
+    cli/preload.py); the connection is begun as soon as both libvirt and the
+    configuration are there, before the rest of the imports if the child was quicker.
+    The loads the child could not keep in the cache (no state directory yet) come
+    back with them, for _session to keep."""
+    warm = _cached(args, partial=partial)
+    if warm is not None:   # nothing to parse: no child, whose fork would cost more than it saves
+        config, desired = warm
+        connecting = _connect(config)
+        _import_pipeline()
+        return config, desired, connecting
+
+    def prepare() -> tuple[Config, Desired, dict[Any, Any]]:
+        config = _config(args)
+        desired = _load(args.paths, partial=partial, config=config)
+        from controller.manifest.cache import unsaved
+
+        return config, desired, unsaved()
+
+    preload = Preload(prepare)
+    from controller.adapter import Connecting  # noqa: F401 - libvirt, imported beside the child's work
+
+    if preload.ready():
+        config, desired, loads = preload.result()
+        connecting = _connect(config)
+        _import_pipeline()
+    else:
+        _import_pipeline()
+        config, desired, loads = preload.result()
+        connecting = _connect(config)
+    from controller.manifest.cache import keep_unsaved
+
+    keep_unsaved(loads)
+    return config, desired, connecting
+
+
+def _cached(args: argparse.Namespace, *, partial: bool) -> tuple[Config, Desired] | None:
+    """The configuration and manifests as they were last read (the caches in the state
+    directory), if neither changed since; None if YAML has to be read."""
+    config = cached_config(args.config, connect=args.connect, state_dir=args.state_dir)
+    if config is None:
+        return None
+    config = _with_flags(config, args)
+    from controller.manifest.cache import cached
+
+    desired = cached(list(args.paths), cache_dir=os.path.join(config.state_dir, "cache"), partial=partial)
+    return None if desired is None else (config, desired)
+
+
+def _import_pipeline() -> None:
+    """What plan, apply and delete import besides the adapter."""
+    import controller.cli.output
+    import controller.reconcile
+    import controller.state  # noqa: F401
 
 
 def _connect(config: Config, *, spares: int = 2) -> Connecting:
@@ -259,13 +322,10 @@ def _plural(count: int, noun: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    config = _config(args)
-    connecting = _connect(config)
+    config, desired, connecting = _start(args)
     from controller.cli import output
     from controller.plan import Policy
 
-    with connecting:
-        desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     with _session(config, connecting) as session:
         the_plan, _ = session.plan(desired, policy=policy)
@@ -281,15 +341,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_plan(args)
-    config = _config(args)
-    connecting = _connect(config)
+    config, desired, connecting = _start(args)
     from controller.cli import output
     from controller.plan import Disruption, Policy
     from controller.reconcile import apply
     from controller.state import exclusive
 
-    with connecting:
-        desired = _load(args.paths, config=config)
     policy = Policy(adopt=args.adopt, allow_mass_delete=args.allow_mass_delete, prune=args.prune)
     with connecting, exclusive(config.state_dir), _session(config, connecting) as session:
         for line in session.recover():
@@ -331,16 +388,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     """Tear down what the manifests declare: the same machinery as pruning, aimed at
     exactly these objects, in reverse dependency order. Unowned objects are untouched."""
-    config = _config(args)
-    connecting = _connect(config)
+    config, declared, connecting = _start(args, partial=True)   # one file of a stack may name objects of others
     from controller.cli import output
     from controller.model import ref_of
     from controller.plan import Policy
     from controller.reconcile import apply
     from controller.state import exclusive
 
-    with connecting:
-        declared = _load(args.paths, partial=True, config=config)  # one file of a stack may name objects of others
     nothing = Desired(specs=(), roots=(os.sep,))
     policy = Policy(allow_mass_delete=True, only=frozenset(ref_of(s) for s in declared.specs))
     with connecting, exclusive(config.state_dir), _session(config, connecting) as session:

@@ -27,6 +27,25 @@ def load_cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], part
     """`partial` allows references to objects the files do not declare (`delete -f` of
     one file of a stack). A complete load is also a valid partial one, so that
     `delete -f` after `apply -f` of the same files is a hit; not the other way round."""
+    key, path, desired = _lookup(paths, cache_dir=cache_dir, partial=partial)
+    if desired is not None:
+        return desired
+    desired = load(paths, partial=partial)
+    desired.hashes    # noqa: B018 - computed now, so that the cache keeps them too
+    desired.by_ref()  # the same for the index by reference
+    _last[path] = (key, (partial, desired))
+    if not filecache.write(path, key, (partial, desired)):
+        _unsaved[path] = _last[path]
+    return desired
+
+
+def cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], partial: bool = False) -> Desired | None:
+    """What load_cached would give without loading anything: None if it would load."""
+    return _lookup(paths, cache_dir=cache_dir, partial=partial)[2]
+
+
+def _lookup(paths: Sequence[str], *, cache_dir: str | os.PathLike[str],
+            partial: bool) -> tuple[str, Path, Desired | None]:
     key = _key(paths)
     path = Path(cache_dir) / CACHE_FILE
     cached = _last.get(path)             # a daemon's passes: the same process, nothing to unpickle
@@ -36,14 +55,18 @@ def load_cached(paths: Sequence[str], *, cache_dir: str | os.PathLike[str], part
     if cached is not None and isinstance(cached[1], tuple) and len(cached[1]) == 2 \
             and isinstance(cached[1][1], Desired) and (partial or not cached[1][0]):
         _last[path] = cached
-        return cached[1][1]
-    desired = load(paths, partial=partial)
-    desired.hashes    # noqa: B018 - computed now, so that the cache keeps them too
-    desired.by_ref()  # the same for the index by reference
-    _last[path] = (key, (partial, desired))
-    if not filecache.write(path, key, (partial, desired)):
-        _unsaved[path] = _last[path]
-    return desired
+        return key, path, cached[1][1]
+    return key, path, None
+
+
+def unsaved() -> dict[Path, tuple[str, tuple[bool, Desired]]]:
+    """The loads not kept yet (see save_unsaved): a child process that loaded for its
+    parent (cli/preload.py) hands them over with what it loaded."""
+    return dict(_unsaved)
+
+
+def keep_unsaved(loads: dict[Path, tuple[str, tuple[bool, Desired]]]) -> None:
+    _unsaved.update(loads)
 
 
 def save_unsaved() -> None:

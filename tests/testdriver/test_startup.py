@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.testdriver.manifests import NETWORK, POOL, VOLUMES
 
 REPO = Path(__file__).resolve().parents[2]
+CORES = len(os.sched_getaffinity(0))
 HEAVY = ("jsonschema", "yaml", "shutil", "concurrent.futures", "controller.execute", "logging", "inspect", "decimal")
 
 
@@ -32,12 +33,15 @@ def test_valid_manifests_are_checked_without_jsonschema(tmp_path: Path) -> None:
 
 
 def test_a_plan_of_unchanged_manifests_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
-    """The second plan reads the manifest cache: no YAML, no schema, no executor."""
+    """The second plan reads the manifest cache: no YAML, no schema, no executor. The
+    first reads its manifests in a child process (cli/preload.py), on a host with a
+    core for it: the command itself does not import YAML either."""
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "stack.yaml").write_text("---\n".join([POOL, VOLUMES, NETWORK]))
     command = ("--connect", "test:///default", "--state-dir", str(tmp_path / "state"),
                "plan", "-f", str(tmp_path / "specs"))
-    assert imported_by(*command) == ["yaml"]
+    assert imported_by(*command) == ([] if CORES > 1 else ["yaml"])
+    assert (tmp_path / "state" / "cache" / "manifests.cache").is_file(), "the child's load is kept in the cache"
     assert imported_by(*command) == []
 
 
@@ -56,7 +60,7 @@ def test_apply_and_delete_run_their_changes_without_concurrent_futures_or_loggin
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert "Deleted 4 objects." in done.stdout, done.stdout + done.stderr
-    assert done.stdout.splitlines()[-1] == "[0, 0] ['controller.execute', 'yaml']"
+    assert done.stdout.splitlines()[-1] == f"[0, 0] {['controller.execute'] + ([] if CORES > 1 else ['yaml'])}"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
