@@ -22,6 +22,16 @@ def test_scale_benchmark_and_report_run(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "report.json").read_text())["comparisons"][0]["ratio"] == result.ratio
 
 
+def test_the_ratio_comes_with_an_interval_as_wide_as_the_samples_are_noisy() -> None:
+    steady = common.Result("converge", 1, iaasctl=[1.0] * 5, baselines={"floor": [0.9] * 5})
+    assert steady.interval() == (steady.ratio, steady.ratio)
+    noisy = common.Result("converge", 1, iaasctl=[0.8, 0.9, 1.0, 1.1, 1.4], baselines={"floor": [0.7, 0.9, 1.0, 1.2]})
+    low, high = noisy.interval()
+    assert low < 1.0 < high and low < noisy.ratio < high
+    assert noisy.interval() == (low, high), "the same samples give the same interval"
+    assert noisy.interval(share=0.5)[1] - noisy.interval(share=0.5)[0] < high - low
+
+
 def test_the_floor_is_chosen_among_different_programs_only() -> None:
     """A pool as wide as the VMs or wider, or of one thread, is a program already in
     the list: the fastest of several medians of one program is below its median by
