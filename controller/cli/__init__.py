@@ -279,11 +279,11 @@ def _import_pipeline() -> None:
 
 
 def _connect(config: Config, *, spares: int = 2) -> Connecting:
-    """The connection to the host, begun first: libvirt connects while the command
-    imports the rest of the pipeline and reads its manifests, and opens `spares` more
-    (see Connecting): the first observation reads on all three (Libvirt.inventory),
-    and the first two workers of an apply or delete start on two of them. libvirt's
-    event loop runs for the keepalive of the session (see _session)."""
+    """The connection to the host, begun early: libvirt connects while the command
+    imports the rest of the pipeline, and opens `spares` more (see Connecting): the
+    first observation reads on all three (Libvirt.inventory), and the first two
+    workers of an apply or delete start on two of them. libvirt's event loop runs for
+    the keepalive of the session (see _session)."""
     from controller.adapter import Connecting
     from controller.adapter.events import start_event_loop
 

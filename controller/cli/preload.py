@@ -74,7 +74,7 @@ def _may_fork() -> bool:
 
 def _fork(work: Callable[[], object]) -> tuple[int, int] | None:
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()         # or the child's exit could write what is buffered twice
+        stream.flush()         # nothing of the parent's left in the buffers the child copies
     read, write = os.pipe()
     try:
         pid = os.fork()
@@ -92,7 +92,7 @@ def _fork(work: Callable[[], object]) -> tuple[int, int] | None:
 def _child(work: Callable[[], object], fd: int) -> None:
     """Never returns: the child ends without Python's shutdown (no exit handlers, no
     buffers of the parent's written again)."""
-    code = 1
+    code = 1      # anything else raised ends the child here too: the parent does the work again
     try:
         try:
             outcome: tuple[str, object] = ("value", work())
@@ -102,7 +102,5 @@ def _child(work: Callable[[], object], fd: int) -> None:
         with os.fdopen(fd, "wb") as pipe:
             pipe.write(data)
         code = 0
-    except BaseException:  # noqa: BLE001,S110 - the parent does the work again and meets it itself
-        pass
     finally:
         os._exit(code)
