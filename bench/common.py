@@ -54,15 +54,20 @@ class Result:
 
     def interval(self, share: float = 0.9, resamples: int = 2000) -> tuple[float, float]:
         """Where the ratio would fall in `share` of runs like this one, as a bootstrap
-        sees it: both sides' samples drawn again with replacement, the ratio of the
-        medians each time. With five samples or fewer a side it is rough, and it takes
-        the floor's variant as chosen; still, it says whether a ratio a few percent
-        past its target is more than the noise of the run (seeded: the same samples
-        give the same interval)."""
+        sees it: every side's samples drawn again with replacement, and the ratio of
+        iaasctl's median to the fastest variant's median each time. The floor is
+        chosen again in each draw, as the run chose it: the least of several noisy
+        medians is biased low, and an interval that took the winner as given would
+        leave that out. With five samples or fewer a side it is rough; still, it says
+        whether a ratio a few percent past its target is more than the noise of the
+        run (seeded: the same samples give the same interval)."""
         draw = random.Random(0)
-        ours, floor = self.iaasctl, self.baselines[self.floor[0]]
-        ratios = sorted(statistics.median(draw.choices(ours, k=len(ours)))
-                        / statistics.median(draw.choices(floor, k=len(floor))) for _ in range(resamples))
+
+        def median_of_a_draw(samples: list[float]) -> float:
+            return statistics.median(draw.choices(samples, k=len(samples)))
+
+        ratios = sorted(median_of_a_draw(self.iaasctl) / min(map(median_of_a_draw, self.baselines.values()))
+                        for _ in range(resamples))
         cut = round(resamples * (1 - share) / 2)
         return ratios[cut], ratios[-1 - cut]
 

@@ -2,14 +2,17 @@
 change (without and with restart), teardown — iaasctl against bench/baseline.py.
 
 One cycle per side and repetition: converge, no-op (a few times), memory change,
-memory change with restart, teardown. Sides alternate: iaasctl, baseline
-sequential, baseline thread-pooled, iaasctl, ...
+memory change with restart, teardown. Sides alternate: iaasctl and each variant of
+the baseline, in an order shuffled anew for each repetition (seeded: the same in
+every run), so that no side always comes first, or always after the same other
+side (until 2026-12-02 iaasctl always ran first, then the variants in turn).
 """
 
 from __future__ import annotations
 
 import io
 import pstats
+import random
 import shutil
 import subprocess
 import tempfile
@@ -233,6 +236,16 @@ def _variant(width: int, each: bool) -> tuple[str, int | tuple[int, str]]:
 TARGETS = {"converge": 1.1, "teardown": 1.1, "noop": 2.0, "memory": None, "memory+restart": None}
 
 
+def _iaasctl_sample(n: int) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="iaasctl-bench-"))
+    try:
+        (tmp / "specs").mkdir()
+        return iaasctl_cycle(n, tmp / "state", tmp / "specs")
+    finally:
+        sweep()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(reps: dict[int, int]) -> Iterator[Result]:
     """reps: the repetitions of each size, by VM count. The results of each size as
     soon as it is done: a run that fails later keeps them."""
@@ -241,16 +254,16 @@ def run(reps: dict[int, int]) -> Iterator[Result]:
     for n, count in reps.items():
         by_op = {op: Result(f"{op}", n, target=TARGETS[op] if op != "noop" or n == 10 else None)
                  for op in TARGETS}
-        for _ in range(count):
-            tmp = Path(tempfile.mkdtemp(prefix="iaasctl-bench-"))
-            try:
-                (tmp / "specs").mkdir()
-                for op, seconds in iaasctl_cycle(n, tmp / "state", tmp / "specs").items():
-                    by_op[op].iaasctl.append(seconds)
-            finally:
-                sweep()
-                shutil.rmtree(tmp, ignore_errors=True)
-            for variant, threads in baselines(n):
+        sides: list[tuple[str, int | tuple[int, str]] | None] = [None, *baselines(n)]   # None: iaasctl
+        for rep in range(count):
+            order = sides[:]   # a side's place in a repetition, and the side before it, vary
+            random.Random(rep).shuffle(order)
+            for side in order:
+                if side is None:
+                    for op, seconds in _iaasctl_sample(n).items():
+                        by_op[op].iaasctl.append(seconds)
+                    continue
+                variant, threads = side
                 try:
                     for op, seconds in baseline_cycle(n, threads).items():
                         by_op[op].baselines.setdefault(variant, []).append(seconds)

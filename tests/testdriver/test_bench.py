@@ -32,6 +32,17 @@ def test_the_ratio_comes_with_an_interval_as_wide_as_the_samples_are_noisy() -> 
     assert noisy.interval(share=0.5)[1] - noisy.interval(share=0.5)[0] < high - low
 
 
+def test_the_interval_chooses_the_floor_again_in_each_draw() -> None:
+    """Two variants of the same speed: the run's floor is the luckier median of the
+    two, and the interval says so instead of taking that luck as given."""
+    one = common.Result("converge", 10, iaasctl=[1.0, 1.1, 1.2, 1.3, 1.4],
+                        baselines={"a": [1.0, 1.1, 1.2, 1.3, 1.4]})
+    two = common.Result("converge", 10, iaasctl=one.iaasctl,
+                        baselines={**one.baselines, "b": [1.0, 1.1, 1.2, 1.3, 1.4]})
+    assert one.ratio == two.ratio == 1.0
+    assert two.interval()[0] > one.interval()[0] and two.interval()[1] > one.interval()[1]
+
+
 def test_the_floor_is_chosen_among_different_programs_only() -> None:
     """A pool as wide as the VMs or wider, or of one thread, is a program already in
     the list: the fastest of several medians of one program is below its median by
