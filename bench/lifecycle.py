@@ -10,6 +10,7 @@ side (until 2026-12-02 iaasctl always ran first, then the variants in turn).
 
 from __future__ import annotations
 
+import functools
 import io
 import pstats
 import random
@@ -17,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.common import REPO, START, Result, environment, iaasctl_cmd, timed
@@ -242,7 +243,6 @@ def _iaasctl_sample(n: int) -> dict[str, float]:
         (tmp / "specs").mkdir()
         return iaasctl_cycle(n, tmp / "state", tmp / "specs")
     finally:
-        sweep()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -254,19 +254,18 @@ def run(reps: dict[int, int]) -> Iterator[Result]:
     for n, count in reps.items():
         by_op = {op: Result(f"{op}", n, target=TARGETS[op] if op != "noop" or n == 10 else None)
                  for op in TARGETS}
-        sides: list[tuple[str, int | tuple[int, str]] | None] = [None, *baselines(n)]   # None: iaasctl
+        sides: list[tuple[str | None, Callable[[], dict[str, float]]]] = [   # None: iaasctl
+            (None, functools.partial(_iaasctl_sample, n)),
+            *((variant, functools.partial(baseline_cycle, n, threads)) for variant, threads in baselines(n))]
         for rep in range(count):
             order = sides[:]   # a side's place in a repetition, and the side before it, vary
             random.Random(rep).shuffle(order)
-            for side in order:
-                if side is None:
-                    for op, seconds in _iaasctl_sample(n).items():
-                        by_op[op].iaasctl.append(seconds)
-                    continue
-                variant, threads = side
+            for variant, cycle in order:
                 try:
-                    for op, seconds in baseline_cycle(n, threads).items():
-                        by_op[op].baselines.setdefault(variant, []).append(seconds)
+                    samples = cycle()
                 finally:
                     sweep()
+                for op, seconds in samples.items():
+                    result = by_op[op]
+                    (result.iaasctl if variant is None else result.baselines.setdefault(variant, [])).append(seconds)
         yield from by_op.values()
