@@ -354,10 +354,10 @@ class Daemon:
 
     def _write_conditions(self, ref: Ref, values: dict[str, CondValue]) -> None:
         assert self._store is not None
-        for type_, value in values.items():
-            if self._written.get((ref, type_)) != value:
-                self._store.set_condition(ref, type_, value.status, value.reason, value.message)
-                self._written[(ref, type_)] = value
+        changed = {t: v for t, v in values.items() if self._written.get((ref, t)) != v}
+        if changed:
+            self._store.set_conditions(ref, {t: (v.status, v.reason, v.message) for t, v in changed.items()})
+            self._written.update(((ref, t), v) for t, v in changed.items())
 
     def _write_resource_status(self, ref: Ref, generation: str | None, observed: str | None) -> None:
         assert self._store is not None

@@ -5,6 +5,7 @@ the next retry; and a bounded table of events."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from controller.model import Kind, Ref
@@ -74,22 +75,27 @@ class StatusRecords(StoreCore):
     def _schemas(self) -> list[str]:
         return [*super()._schemas(), SCHEMA]
 
-    def set_condition(self, ref: Ref, type_: str, status: bool, reason: str, message: str) -> bool:
-        """Record a condition; the transition time moves only when the status flips.
-        Returns whether it flipped (or is new)."""
+    def set_conditions(self, ref: Ref, values: Mapping[str, tuple[bool, str, str]]) -> set[str]:
+        """Record conditions of one object, `type -> (status, reason, message)`, in one
+        transaction: a reader never sees some of them from before and some from after
+        (Ready converged while Reconciling still says applying). A transition time moves
+        only when its status flips. Returns the types that flipped (or are new)."""
         now = time.time()
+        flipped = set()
         with self._write() as db:
-            row = db.execute("SELECT status FROM conditions WHERE kind = ? AND name = ? AND type = ?",
-                             (ref.kind.value, ref.name, type_)).fetchone()
-            flipped = row is None or bool(row[0]) != status
-            db.execute(
-                """INSERT INTO conditions (kind, name, type, status, reason, message, since)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (kind, name, type) DO UPDATE SET status = excluded.status,
-                       reason = excluded.reason, message = excluded.message,
-                       since = CASE WHEN conditions.status = excluded.status THEN conditions.since
-                                    ELSE excluded.since END""",
-                (ref.kind.value, ref.name, type_, int(status), reason, message, now))
+            for type_, (status, reason, message) in values.items():
+                row = db.execute("SELECT status FROM conditions WHERE kind = ? AND name = ? AND type = ?",
+                                 (ref.kind.value, ref.name, type_)).fetchone()
+                if row is None or bool(row[0]) != status:
+                    flipped.add(type_)
+                db.execute(
+                    """INSERT INTO conditions (kind, name, type, status, reason, message, since)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (kind, name, type) DO UPDATE SET status = excluded.status,
+                           reason = excluded.reason, message = excluded.message,
+                           since = CASE WHEN conditions.status = excluded.status THEN conditions.since
+                                        ELSE excluded.since END""",
+                    (ref.kind.value, ref.name, type_, int(status), reason, message, now))
         return flipped
 
     def conditions(self, ref: Ref) -> list[Condition]:

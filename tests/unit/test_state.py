@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +103,44 @@ def test_events_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_conditions_keep_their_transition_time_until_they_flip(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     ref = Ref(Kind.VM, "web")
-    assert store.set_condition(ref, "Ready", True, "Converged", "ok")
+    assert store.set_conditions(ref, {"Ready": (True, "Converged", "ok")}) == {"Ready"}
     (first,) = store.conditions(ref)
-    assert not store.set_condition(ref, "Ready", True, "Converged", "still ok")
+    assert store.set_conditions(ref, {"Ready": (True, "Converged", "still ok")}) == set()
     (same,) = store.conditions(ref)
     assert same.since == first.since and same.message == "still ok"
-    assert store.set_condition(ref, "Ready", False, "Failed", "boom")
+    assert store.set_conditions(ref, {"Ready": (False, "Failed", "boom")}) == {"Ready"}
     (flipped,) = store.conditions(ref)
     assert flipped.since >= first.since and (flipped.status, flipped.reason) == (False, "Failed")
     store.close()
+
+
+def test_an_objects_conditions_change_together(tmp_path: Path) -> None:
+    """A reader on another connection (the API's) sees all of an object's conditions
+    from before a write or all from after it, never Ready from one and Reconciling
+    from the other."""
+    store = StateStore(tmp_path)
+    ref = Ref(Kind.VM, "web")
+    store.set_conditions(ref, {"Ready": (False, "Applying", "."), "Reconciling": (True, "Applying", ".")})
+    seen: set[tuple[tuple[str, bool], ...]] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        reader = StateStore(tmp_path)
+        while not stop.is_set():
+            seen.add(tuple((c.type, c.status) for c in reader.conditions(ref)))
+        reader.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for i in range(200):
+        done = i % 2 == 0
+        store.set_conditions(ref, {"Ready": (done, "Converged" if done else "Applying", "."),
+                                   "Reconciling": (not done, "Applying" if not done else "Idle", ".")})
+    stop.set()
+    thread.join()
+    store.close()
+    assert seen <= {(("Ready", True), ("Reconciling", False)), (("Ready", False), ("Reconciling", True))}, seen
+    assert len(seen) == 2, "the reader saw only one side of the writes"
 
 
 def test_a_database_from_an_older_version_gets_the_new_tables_and_keeps_its_rows(tmp_path: Path) -> None:
