@@ -248,19 +248,24 @@ class Daemon:
         deleted = {o.change.ref for o in result.outcomes if o.change.action is Action.DELETE and o.ok}
         refs = (set(generations) | {c.ref for c in result.full.changes} | set(self.backoff_refs())
                 | loaded.held | in_grace | inflight)
+        refs -= deleted
+        records = store.owned()
+        conds = {ref: self._changed_conditions(ref, conditions(ref, facts)) for ref in refs}
+        statuses = {ref: self._resource_status(ref, generations.get(ref),
+                                               records[ref].spec_hash if ref in records else None) for ref in refs}
+        statuses = {ref: s for ref, s in statuses.items() if self._status_written.get(ref) != _stable(s)}
+        # One transaction: a reader sees the whole verdict of one pass or of the one before,
+        # and the pass counts (last) only with everything it means recorded.
+        rows = {ref: {t: (v.status, v.reason, v.message) for t, v in c.items()} for ref, c in conds.items() if c}
+        state = {"last_pass": time.time(), "converged": result.converged, "passes": self.passes + 1}
+        store.record_pass(forget=deleted, conditions=rows, statuses=statuses.values(), daemon=state)
+        self.passes += 1
         for ref in deleted:
-            store.forget_status(ref)
             self._written = {k: v for k, v in self._written.items() if k[0] != ref}
             self._status_written.pop(ref, None)
-        refs -= deleted
-        for ref in sorted(refs, key=lambda r: r.sort_key):
-            self._write_conditions(ref, conditions(ref, facts))
-        records = store.owned()
-        for ref in refs:
-            record = records.get(ref)
-            self._write_resource_status(ref, generations.get(ref), record.spec_hash if record else None)
-        self.passes += 1   # last: a pass counts once everything it means is recorded
-        store.set_daemon_state(last_pass=time.time(), converged=result.converged, passes=self.passes)
+        for ref, c in conds.items():
+            self._written.update(((ref, t), v) for t, v in c.items())
+        self._status_written.update((ref, _stable(s)) for ref, s in statuses.items())
 
     @property
     def inflight(self) -> frozenset[Ref]:
@@ -352,24 +357,24 @@ class Daemon:
                     else "not retried until its manifest changes")
             self._store.add_event(ref, "Warning", "Failed", f"{action}: {outcome.error} ({when})")
 
+    def _changed_conditions(self, ref: Ref, values: dict[str, CondValue]) -> dict[str, CondValue]:
+        """The conditions of `ref` that differ from what the store has."""
+        return {t: v for t, v in values.items() if self._written.get((ref, t)) != v}
+
     def _write_conditions(self, ref: Ref, values: dict[str, CondValue]) -> None:
         assert self._store is not None
-        changed = {t: v for t, v in values.items() if self._written.get((ref, t)) != v}
+        changed = self._changed_conditions(ref, values)
         if changed:
             self._store.set_conditions(ref, {t: (v.status, v.reason, v.message) for t, v in changed.items()})
             self._written.update(((ref, t), v) for t, v in changed.items())
 
-    def _write_resource_status(self, ref: Ref, generation: str | None, observed: str | None) -> None:
-        assert self._store is not None
+    def _resource_status(self, ref: Ref, generation: str | None, observed: str | None) -> ResourceStatus:
         retry = self.backoff.get(ref)
         next_retry = None
         if retry is not None and retry.next_at is not None:
             next_retry = time.time() + (retry.next_at - self._clock())
-        status = ResourceStatus(ref, generation, observed, retry.failures if retry else 0, next_retry,
-                                retry is not None and retry.next_at is None, retry.error if retry else None)
-        if self._status_written.get(ref) != replace(status, next_retry=None):
-            self._store.set_resource_status(status)
-            self._status_written[ref] = replace(status, next_retry=None)
+        return ResourceStatus(ref, generation, observed, retry.failures if retry else 0, next_retry,
+                              retry is not None and retry.next_at is None, retry.error if retry else None)
 
     def _report_problems(self, problems: tuple) -> None:
         lines = tuple(str(p) for p in problems)
@@ -380,6 +385,11 @@ class Daemon:
                 noun = "problem" if len(lines) == 1 else "problems"
                 log.error("%d manifest %s: the objects of those files are left as they are", len(lines), noun)
             self._logged_problems = lines
+
+
+def _stable(status: ResourceStatus) -> ResourceStatus:
+    """A status without its wall-clock retry time: what decides whether it needs writing again."""
+    return replace(status, next_retry=None)
 
 
 def _finishes_later(change: Change) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from controller.model import Kind, Ref
@@ -119,11 +120,15 @@ class Control(StoreCore):
     def set_daemon_state(self, **values: object) -> None:
         """What `iaasctl status` shows: pid, uri, connected, last pass and its result."""
         with self._write() as db:
-            db.executemany("INSERT INTO daemon (key, value) VALUES (?, ?)"
-                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                           [(k, json.dumps(v)) for k, v in values.items()])
+            set_daemon_state(db, values)
 
     def daemon_state(self) -> dict[str, object]:
         with self._lock:
             rows = self._db.execute("SELECT key, value FROM daemon").fetchall()
         return {k: json.loads(v) for k, v in rows}
+
+
+def set_daemon_state(db: sqlite3.Connection, values: Mapping[str, object]) -> None:
+    db.executemany("INSERT INTO daemon (key, value) VALUES (?, ?)"
+                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   [(k, json.dumps(v)) for k, v in values.items()])

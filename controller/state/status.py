@@ -4,11 +4,13 @@ the next retry; and a bounded table of events."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from controller.model import Kind, Ref
+from controller.state.control import set_daemon_state as _set_daemon_state
 from controller.state.core import StoreCore
 
 SCHEMA = """
@@ -80,23 +82,24 @@ class StatusRecords(StoreCore):
         transaction: a reader never sees some of them from before and some from after
         (Ready converged while Reconciling still says applying). A transition time moves
         only when its status flips. Returns the types that flipped (or are new)."""
-        now = time.time()
-        flipped = set()
         with self._write() as db:
-            for type_, (status, reason, message) in values.items():
-                row = db.execute("SELECT status FROM conditions WHERE kind = ? AND name = ? AND type = ?",
-                                 (ref.kind.value, ref.name, type_)).fetchone()
-                if row is None or bool(row[0]) != status:
-                    flipped.add(type_)
-                db.execute(
-                    """INSERT INTO conditions (kind, name, type, status, reason, message, since)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (kind, name, type) DO UPDATE SET status = excluded.status,
-                           reason = excluded.reason, message = excluded.message,
-                           since = CASE WHEN conditions.status = excluded.status THEN conditions.since
-                                        ELSE excluded.since END""",
-                    (ref.kind.value, ref.name, type_, int(status), reason, message, now))
-        return flipped
+            return _set_conditions(db, ref, values, time.time())
+
+    def record_pass(self, *, forget: Iterable[Ref], conditions: Mapping[Ref, Mapping[str, tuple[bool, str, str]]],
+                    statuses: Iterable[ResourceStatus], daemon: Mapping[str, object]) -> None:
+        """Everything a daemon pass concluded, in one transaction (one fsync): the status
+        of objects it deleted dropped, changed conditions and resource statuses, and the
+        daemon's state (its pass count last). `iaasctl status` and the API see one pass's
+        verdict on every object, never a mix of two."""
+        now = time.time()
+        with self._write() as db:
+            for ref in forget:
+                _forget_status(db, ref)
+            for ref, values in conditions.items():
+                _set_conditions(db, ref, values, now)
+            for status in statuses:
+                _set_resource_status(db, status, now)
+            _set_daemon_state(db, daemon)
 
     def conditions(self, ref: Ref) -> list[Condition]:
         with self._lock:
@@ -106,25 +109,6 @@ class StatusRecords(StoreCore):
         order = {t: i for i, t in enumerate(CONDITION_TYPES)}
         found = [Condition(t, bool(s), r, m, since) for t, s, r, m, since in rows]
         return sorted(found, key=lambda c: order.get(c.type, len(order)))
-
-    def forget_status(self, ref: Ref) -> None:
-        with self._write() as db:
-            for table in ("conditions", "resource_status"):
-                db.execute(f"DELETE FROM {table} WHERE kind = ? AND name = ?", (ref.kind.value, ref.name))
-
-    def set_resource_status(self, status: ResourceStatus) -> None:
-        ref = status.ref
-        with self._write() as db:
-            db.execute(
-                """INSERT INTO resource_status (kind, name, generation, observed_generation, retries, next_retry,
-                                                permanent, last_error, updated)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (kind, name) DO UPDATE SET generation = excluded.generation,
-                       observed_generation = excluded.observed_generation, retries = excluded.retries,
-                       next_retry = excluded.next_retry, permanent = excluded.permanent,
-                       last_error = excluded.last_error, updated = excluded.updated""",
-                (ref.kind.value, ref.name, status.generation, status.observed_generation, status.retries,
-                 status.next_retry, int(status.permanent), status.last_error, time.time()))
 
     def resource_statuses(self) -> dict[Ref, ResourceStatus]:
         with self._lock:
@@ -150,3 +134,41 @@ class StatusRecords(StoreCore):
                 " WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?",
                 (kind_value, kind_value, name, name, limit)).fetchall()
         return [Event(at, Ref(Kind(k), n), t, r, m) for at, k, n, t, r, m in reversed(rows)]
+
+
+def _set_conditions(db: sqlite3.Connection, ref: Ref, values: Mapping[str, tuple[bool, str, str]],
+                    now: float) -> set[str]:
+    flipped = set()
+    for type_, (status, reason, message) in values.items():
+        row = db.execute("SELECT status FROM conditions WHERE kind = ? AND name = ? AND type = ?",
+                         (ref.kind.value, ref.name, type_)).fetchone()
+        if row is None or bool(row[0]) != status:
+            flipped.add(type_)
+        db.execute(
+            """INSERT INTO conditions (kind, name, type, status, reason, message, since)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (kind, name, type) DO UPDATE SET status = excluded.status,
+                   reason = excluded.reason, message = excluded.message,
+                   since = CASE WHEN conditions.status = excluded.status THEN conditions.since
+                                ELSE excluded.since END""",
+            (ref.kind.value, ref.name, type_, int(status), reason, message, now))
+    return flipped
+
+
+def _forget_status(db: sqlite3.Connection, ref: Ref) -> None:
+    for table in ("conditions", "resource_status"):
+        db.execute(f"DELETE FROM {table} WHERE kind = ? AND name = ?", (ref.kind.value, ref.name))
+
+
+def _set_resource_status(db: sqlite3.Connection, status: ResourceStatus, now: float) -> None:
+    ref = status.ref
+    db.execute(
+        """INSERT INTO resource_status (kind, name, generation, observed_generation, retries, next_retry,
+                                        permanent, last_error, updated)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (kind, name) DO UPDATE SET generation = excluded.generation,
+               observed_generation = excluded.observed_generation, retries = excluded.retries,
+               next_retry = excluded.next_retry, permanent = excluded.permanent,
+               last_error = excluded.last_error, updated = excluded.updated""",
+        (ref.kind.value, ref.name, status.generation, status.observed_generation, status.retries,
+         status.next_retry, int(status.permanent), status.last_error, now))

@@ -143,6 +143,41 @@ def test_an_objects_conditions_change_together(tmp_path: Path) -> None:
     assert len(seen) == 2, "the reader saw only one side of the writes"
 
 
+def test_a_pass_is_recorded_in_one_commit(tmp_path: Path) -> None:
+    """The daemon records a pass's verdict on every object, and then its pass count, in
+    one transaction: a reader's snapshot (one query) holds one pass's conditions for all
+    objects, never some from the pass before."""
+    import sqlite3
+
+    store = StateStore(tmp_path)
+    refs = [Ref(Kind.VM, f"vm{i}") for i in range(5)]
+
+    def record(n: int) -> None:
+        store.record_pass(forget=[], conditions={r: {"Ready": (n % 2 == 0, "Converged", str(n))} for r in refs},
+                          statuses=[], daemon={"passes": n})
+
+    record(0)
+    seen: list[set[str]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        db = sqlite3.connect(tmp_path / "state.db")
+        while not stop.is_set():
+            rows = db.execute("SELECT c.message, d.value FROM conditions c, daemon d WHERE d.key = 'passes'")
+            seen.append({f"{message}={passes}" for message, passes in rows})
+        db.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for n in range(1, 100):
+        record(n)
+    stop.set()
+    thread.join()
+    store.close()
+    assert all(len(pass_) == 1 and len({*next(iter(pass_)).split("=")}) == 1 for pass_ in seen), seen
+    assert len({next(iter(pass_)) for pass_ in seen}) > 1, "the reader saw no pass but one"
+
+
 def test_a_database_from_an_older_version_gets_the_new_tables_and_keeps_its_rows(tmp_path: Path) -> None:
     """Tables are made only when the database's user_version is not this version's:
     one made before a table existed (here: with the core tables only) is brought up
