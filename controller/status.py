@@ -84,7 +84,12 @@ def _ips(client: Libvirt, name: str) -> str | None:
 def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -> dict[str, Any] | None:
     """Everything known about one object, or None when neither libvirt nor the store knows it."""
     live = observed.get(ref)
-    status = store.status(ref)
+    with store.snapshot():   # the conditions, status and events of one daemon pass, not of two
+        status = store.status(ref)
+        found = store.conditions(ref)
+        retry = store.resource_statuses().get(ref)
+        events = store.events(ref, limit=10)
+        history = store.history(ref)
     if live is None and status is None:
         return None
     doc: dict[str, Any] = {"kind": ref.kind.value, "name": ref.name}
@@ -110,21 +115,18 @@ def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -
         doc["live"] = live_doc
     else:
         doc["live"] = {"state": "missing"}
-    found = store.conditions(ref)
     if found:
         doc["conditions"] = [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
                               "lastTransitionTime": _when(c.since)} for c in found]
-    retry = store.resource_statuses().get(ref)
     if retry is not None:
         doc["status"] = {"generation": retry.generation, "observedGeneration": retry.observed_generation,
                          "retries": retry.retries, "nextRetry": _when(retry.next_retry),
                          "permanentError": retry.permanent, "lastError": retry.last_error}
-    events = store.events(ref, limit=10)
     if events:
         doc["events"] = [{"time": _when(e.at), "type": e.type, "reason": e.reason, "message": e.message}
                          for e in events]
     doc["history"] = [
-        {"at": _when(h.at), "action": h.action, "result": h.result, "error": h.error} for h in store.history(ref)
+        {"at": _when(h.at), "action": h.action, "result": h.result, "error": h.error} for h in history
     ]
     return doc
 

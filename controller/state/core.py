@@ -160,6 +160,17 @@ class StoreCore:
             self._db.close()
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see the store as of one moment: a daemon pass committed meanwhile
+        (`record_pass`) is seen whole or not at all. For readers only: a write inside fails."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")

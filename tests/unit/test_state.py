@@ -15,6 +15,7 @@ import pytest
 from controller.errors import LockHeld
 from controller.model import Kind, OwnedRecord, Ref
 from controller.state import StateStore, exclusive
+from controller.state.status import ResourceStatus
 
 
 def mode(path: Path) -> int:
@@ -176,6 +177,27 @@ def test_a_pass_is_recorded_in_one_commit(tmp_path: Path) -> None:
     store.close()
     assert all(len(pass_) == 1 and len({*next(iter(pass_)).split("=")}) == 1 for pass_ in seen), seen
     assert len({next(iter(pass_)) for pass_ in seen}) > 1, "the reader saw no pass but one"
+
+
+def test_a_snapshot_reads_the_store_as_of_one_moment(tmp_path: Path) -> None:
+    """`describe` reads an object's conditions, status and events inside a snapshot: a
+    daemon pass committed between two of its reads is not half seen."""
+    daemon, reader = StateStore(tmp_path), StateStore(tmp_path)
+    ref = Ref(Kind.VM, "web")
+
+    def record(reason: str, retries: int) -> None:
+        daemon.record_pass(forget=[], conditions={ref: {"Ready": (False, reason, ".")}},
+                           statuses=[ResourceStatus(ref, "g", None, retries, None, False, reason)], daemon={})
+
+    record("Failed", 1)
+    with reader.snapshot():
+        (before,) = reader.conditions(ref)
+        record("Pending", 2)
+        assert reader.resource_statuses()[ref].retries == 1, "the status of the pass after the one read"
+    assert (before.reason, reader.resource_statuses()[ref].retries) == ("Failed", 2)
+    assert [c.reason for c in reader.conditions(ref)] == ["Pending"]
+    daemon.close()
+    reader.close()
 
 
 def test_a_database_from_an_older_version_gets_the_new_tables_and_keeps_its_rows(tmp_path: Path) -> None:
