@@ -251,14 +251,17 @@ class Daemon:
         refs -= deleted
         records = store.owned()
         conds = {ref: self._changed_conditions(ref, conditions(ref, facts)) for ref in refs}
-        statuses = {ref: self._resource_status(ref, generations.get(ref),
-                                               records[ref].spec_hash if ref in records else None) for ref in refs}
-        statuses = {ref: s for ref, s in statuses.items() if self._status_written.get(ref) != _stable(s)}
+        statuses = {}
+        for ref in refs:
+            observed = records[ref].spec_hash if ref in records else None
+            status = self._resource_status(ref, generations.get(ref), observed)
+            if self._status_written.get(ref) != _stable(status):
+                statuses[ref] = status
         # One transaction: a reader sees the whole verdict of one pass or of the one before,
         # and the pass counts (last) only with everything it means recorded.
-        rows = {ref: {t: (v.status, v.reason, v.message) for t, v in c.items()} for ref, c in conds.items() if c}
         state = {"last_pass": time.time(), "converged": result.converged, "passes": self.passes + 1}
-        store.record_pass(forget=deleted, conditions=rows, statuses=statuses.values(), daemon=state)
+        store.record_pass(forget=deleted, conditions={ref: _rows(c) for ref, c in conds.items() if c},
+                          statuses=statuses.values(), daemon=state)
         self.passes += 1
         for ref in deleted:
             self._written = {k: v for k, v in self._written.items() if k[0] != ref}
@@ -365,7 +368,7 @@ class Daemon:
         assert self._store is not None
         changed = self._changed_conditions(ref, values)
         if changed:
-            self._store.set_conditions(ref, {t: (v.status, v.reason, v.message) for t, v in changed.items()})
+            self._store.set_conditions(ref, _rows(changed))
             self._written.update(((ref, t), v) for t, v in changed.items())
 
     def _resource_status(self, ref: Ref, generation: str | None, observed: str | None) -> ResourceStatus:
@@ -385,6 +388,11 @@ class Daemon:
                 noun = "problem" if len(lines) == 1 else "problems"
                 log.error("%d manifest %s: the objects of those files are left as they are", len(lines), noun)
             self._logged_problems = lines
+
+
+def _rows(values: dict[str, CondValue]) -> dict[str, tuple[bool, str, str]]:
+    """Conditions as the store takes them: type -> (status, reason, message)."""
+    return {t: (v.status, v.reason, v.message) for t, v in values.items()}
 
 
 def _stable(status: ResourceStatus) -> ResourceStatus:

@@ -89,8 +89,8 @@ class StatusRecords(StoreCore):
                     statuses: Iterable[ResourceStatus], daemon: Mapping[str, object]) -> None:
         """Everything a daemon pass concluded, in one transaction (one fsync): the status
         of objects it deleted dropped, changed conditions and resource statuses, and the
-        daemon's state (its pass count last). `iaasctl status` and the API see one pass's
-        verdict on every object, never a mix of two."""
+        daemon's state (its pass count last). A reader (`describe`, in a snapshot) sees one
+        pass's verdict on every object, never a mix of two."""
         now = time.time()
         with self._write() as db:
             for ref in forget:
