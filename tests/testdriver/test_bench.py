@@ -56,3 +56,24 @@ def test_the_floor_is_chosen_among_different_programs_only() -> None:
         programs = [threads for _, threads in baselines(n)]
         assert len(programs) == len(set(programs)), n
         assert all((t if isinstance(t, int) else t[0]) <= n for t in programs), n
+
+
+def test_a_traced_command_records_its_libvirt_calls_and_its_end(tmp_path: Path) -> None:
+    """bench.trace: the command runs as the benchmark runs it, and the trace shows its
+    reads, its changes (told apart) and when the process ended."""
+    from bench import trace
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "net.yaml").write_text("apiVersion: iaas/v1\nkind: Network\nmetadata: {name: traced-net}\n"
+                                    "spec: {mode: nat, ipv4: {cidr: 10.251.0.0/24}}\n")
+    out = tmp_path / "iaasctl.trace"
+    base = ["--connect", "test:///default", "--state-dir", str(tmp_path / "state")]
+    common.timed(trace.traced(common.iaasctl_cmd(*base, "apply", "-f", str(specs), "--yes"), out))
+    (calls, end), = trace.read(out)
+    names = [call.name for call in calls]
+    assert "virConnect.listAllNetworks" in names and "virConnect.networkDefineXML" in names
+    changes = [call.name for call in calls if call.changes]
+    assert "virConnect.networkDefineXML" in changes and "virConnect.listAllNetworks" not in changes
+    assert 0 < calls[0].start_ms <= max(call.ends_ms for call in calls) <= end
+    assert "first change" in trace.summary(calls, end)

@@ -1,0 +1,193 @@
+"""Where a command's time goes between libvirt calls: each call's start and length,
+by thread, for iaasctl and the floor alike.
+
+    python -m bench.trace --n 10 --pairs 6      # teardown, each right after its converge
+    python -m bench.trace --n 1 --op converge
+
+Each side runs as in the benchmark (`python -S`, this checkout first), with `install`
+run first: it wraps libvirt's classes as libvirt is imported (not before: the
+import's own time stays where it was), and writes the calls when the process exits.
+The sides alternate in a seeded shuffled order, as in bench/lifecycle.py. Printed
+per sample: the first change, the last call's end and the process's end, in ms from
+the process's start. Rounds 14 and 15 of docs/performance.md were traced this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import importlib.abc
+import importlib.machinery
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+START_NS = time.perf_counter_ns()
+READS = ("list", "lookup", "XMLDesc", "getAllDomainStats", "name", "UUIDString", "isAlive", "isActive",
+         "info", "getInfo", "getCapabilities", "setKeepAlive", "autostart", "state", "close", "open")
+
+
+class Call(NamedTuple):
+    start_ms: float
+    length_ms: float
+    thread: str
+    name: str
+
+    @property
+    def ends_ms(self) -> float:
+        return self.start_ms + self.length_ms
+
+    @property
+    def changes(self) -> bool:
+        method = self.name.rsplit(".", 1)[-1]
+        return not (method.startswith(READS) or "Lookup" in method or "Event" in method)
+
+
+def install(out: str) -> None:
+    """Trace this process's libvirt calls into `out` (appended, one block per process)."""
+    calls: list[tuple[int, int, str, str]] = []
+
+    def wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter_ns()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                calls.append((began, time.perf_counter_ns() - began, threading.current_thread().name, label))
+        return traced
+
+    def patch(module: Any) -> None:
+        for cls in (module.virConnect, module.virDomain, module.virNetwork, module.virStoragePool,
+                    module.virStorageVol):
+            for name, function in list(vars(cls).items()):
+                if callable(function) and not name.startswith("_"):
+                    setattr(cls, name, wrap(function, f"{cls.__name__}.{name}"))
+        for name in ("open", "openAuth", "openReadOnly"):
+            if hasattr(module, name):
+                setattr(module, name, wrap(getattr(module, name), name))
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+            if name != "libvirt":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None:
+                return spec
+            load = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                load(module)
+                patch(module)
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+            return spec
+
+    def write() -> None:
+        end = time.perf_counter_ns()
+        with open(out, "a", encoding="utf-8") as file:
+            for began, length, thread, label in sorted(calls):
+                file.write(f"{(began - START_NS) / 1e6:.1f}\t{length / 1e6:.1f}\t{thread}\t{label}\n")
+            file.write(f"END\t{(end - START_NS) / 1e6:.1f}\n")
+
+    sys.meta_path.insert(0, Finder())
+    atexit.register(write)
+
+
+def read(path: Path) -> list[tuple[list[Call], float]]:
+    """Each process's calls in a trace file, with the process's end (ms)."""
+    processes: list[tuple[list[Call], float]] = []
+    calls: list[Call] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if fields[0] == "END":
+            processes.append((calls, float(fields[1])))
+            calls = []
+        else:
+            calls.append(Call(float(fields[0]), float(fields[1]), fields[2], fields[3]))
+    return processes
+
+
+def summary(calls: Sequence[Call], end_ms: float) -> str:
+    changes = [c for c in calls if c.changes]
+    first = f"{changes[0].start_ms:.0f}" if changes else "-"
+    last = f"{max(c.ends_ms for c in calls):.0f}" if calls else "-"
+    return f"first change {first} ms, last call ends {last} ms, process ends {end_ms:.0f} ms"
+
+
+def traced(command: Sequence[str], out: Path) -> list[str]:
+    """A benchmark command line (`python -S -c CODE ...` or `python -S SCRIPT ...`),
+    tracing into `out`."""
+    python, flag, first, *rest = command
+    setup = f"import bench.trace; bench.trace.install({str(out)!r}); "
+    if first == "-c":
+        code, *rest = rest
+        return [python, flag, "-c", setup + code, *rest]
+    return [python, flag, "-c", setup + f"import runpy, sys; sys.argv[0] = {first!r}; "
+            f"runpy.run_path({first!r}, run_name='__main__')", *rest]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench import lifecycle
+    from bench.common import environment, iaasctl_cmd, timed
+
+    parser = argparse.ArgumentParser(prog="python -m bench.trace")
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--op", choices=("teardown", "converge"), default="teardown")
+    parser.add_argument("--out", type=Path, default=lifecycle.REPO / "bench" / "results" / "traces")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    lifecycle.prepare()
+    lifecycle.sweep()
+    threads = (args.n, "--connection-each")
+    seconds: dict[str, list[float]] = {"iaasctl": [], "floor": []}
+
+    def iaasctl_side() -> float:
+        tmp = Path(tempfile.mkdtemp(prefix="iaasctl-trace-"))
+        try:
+            (tmp / "specs").mkdir()
+            (tmp / "specs" / "all.yaml").write_text(lifecycle.manifests(args.n, memory="128MiB", restart="manual"))
+            base = ["--connect", "qemu:///system", "--state-dir", str(tmp / "state")]
+            apply = iaasctl_cmd(*base, "apply", "-f", str(tmp / "specs"), "--yes")
+            delete = iaasctl_cmd(*base, "delete", "-f", str(tmp / "specs"), "--yes")
+            if args.op == "teardown":
+                timed(apply, env=env)
+            return timed(traced(apply if args.op == "converge" else delete, args.out / "iaasctl.trace"), env=env)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def floor_side() -> float:
+        converge = lifecycle.baseline_cmd("converge", args.n, threads)
+        if args.op == "converge":
+            return timed(traced(converge, args.out / "floor.trace"))
+        timed(converge)
+        return timed(traced(lifecycle.baseline_cmd("teardown", args.n, threads), args.out / "floor.trace"))
+
+    for trace in ("iaasctl.trace", "floor.trace"):
+        (args.out / trace).unlink(missing_ok=True)
+    for pair in range(args.pairs):
+        sides = [("iaasctl", iaasctl_side), ("floor", floor_side)]
+        random.Random(pair).shuffle(sides)
+        for name, side in sides:
+            try:
+                seconds[name].append(side())
+            finally:
+                lifecycle.sweep()
+            calls, end = read(args.out / f"{name}.trace")[-1]
+            print(f"pair {pair} {name:8} {seconds[name][-1]:.3f} s: {summary(calls, end)}", flush=True)
+    ours, floor = (statistics.median(seconds[name]) for name in ("iaasctl", "floor"))
+    print(f"{args.op} N={args.n}: iaasctl {ours:.3f} s, floor {floor:.3f} s ({threads[0]} threads, "
+          f"{threads[0]} connections), {ours / floor:.2f}x; traces in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
