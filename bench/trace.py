@@ -184,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             calls, end = read(args.out / f"{name}.trace")[-1]
             print(f"pair {pair} {name:8} {seconds[name][-1]:.3f} s: {summary(calls, end)}", flush=True)
     ours, floor = (statistics.median(seconds[name]) for name in ("iaasctl", "floor"))
-    print(f"{args.op} N={args.n}: iaasctl {ours:.3f} s, floor {floor:.3f} s ({threads[0]} threads, "
-          f"{threads[0]} connections), {ours / floor:.2f}x; traces in {args.out}")
+    variant = lifecycle._variant(args.n, True)[0]   # the benchmark's name for this floor
+    print(f"{args.op} N={args.n}: iaasctl {ours:.3f} s, floor {floor:.3f} s ({variant}), {ours / floor:.2f}x; "
+          f"traces in {args.out}")
     return 0
 
 
