@@ -4,9 +4,10 @@ by thread, for iaasctl and the floor alike.
     python -m bench.trace --n 10 --pairs 6      # teardown, each right after its converge
     python -m bench.trace --n 1 --op converge
 
-Each side runs as in the benchmark (`python -S`, this checkout first), with `install`
-run first: it wraps libvirt's classes as libvirt is imported (not before: the
-import's own time stays where it was), and writes the calls when the process exits.
+Each side runs as in the benchmark (`python -S`, this checkout first), with
+bench/tracehook.py's `install` run first: it wraps libvirt's classes as libvirt is
+imported (not before: the import's own time stays where it was), and writes the
+calls when the process exits.
 The sides alternate in a seeded shuffled order, as in bench/lifecycle.py. Printed
 per sample: the first change, the last call's end and the process's end, in ms from
 the process's start. Rounds 14 and 15 of docs/performance.md were traced this way.
@@ -15,21 +16,14 @@ the process's start. Rounds 14 and 15 of docs/performance.md were traced this wa
 from __future__ import annotations
 
 import argparse
-import atexit
-import importlib.abc
-import importlib.machinery
 import random
 import shutil
 import statistics
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-START_NS = time.perf_counter_ns()
 READS = ("list", "lookup", "XMLDesc", "getAllDomainStats", "name", "UUIDString", "isAlive", "isActive",
          "info", "getInfo", "getCapabilities", "setKeepAlive", "autostart", "state", "close", "open")
 
@@ -48,56 +42,6 @@ class Call(NamedTuple):
     def changes(self) -> bool:
         method = self.name.rsplit(".", 1)[-1]
         return not (method.startswith(READS) or "Lookup" in method or "Event" in method)
-
-
-def install(out: str) -> None:
-    """Trace this process's libvirt calls into `out` (appended, one block per process)."""
-    calls: list[tuple[int, int, str, str]] = []
-
-    def wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:
-        def traced(*args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter_ns()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                calls.append((began, time.perf_counter_ns() - began, threading.current_thread().name, label))
-        return traced
-
-    def patch(module: Any) -> None:
-        for cls in (module.virConnect, module.virDomain, module.virNetwork, module.virStoragePool,
-                    module.virStorageVol):
-            for name, function in list(vars(cls).items()):
-                if callable(function) and not name.startswith("_"):
-                    setattr(cls, name, wrap(function, f"{cls.__name__}.{name}"))
-        for name in ("open", "openAuth", "openReadOnly"):
-            if hasattr(module, name):
-                setattr(module, name, wrap(getattr(module, name), name))
-
-    class Finder(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-            if name != "libvirt":
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.machinery.PathFinder.find_spec(name, path)
-            if spec is None or spec.loader is None:
-                return spec
-            load = spec.loader.exec_module
-
-            def exec_module(module: Any) -> None:
-                load(module)
-                patch(module)
-            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-            return spec
-
-    def write() -> None:
-        end = time.perf_counter_ns()
-        with open(out, "a", encoding="utf-8") as file:
-            for began, length, thread, label in sorted(calls):
-                file.write(f"{(began - START_NS) / 1e6:.1f}\t{length / 1e6:.1f}\t{thread}\t{label}\n")
-            file.write(f"END\t{(end - START_NS) / 1e6:.1f}\n")
-
-    sys.meta_path.insert(0, Finder())
-    atexit.register(write)
 
 
 def read(path: Path) -> list[tuple[list[Call], float]]:
@@ -125,7 +69,7 @@ def traced(command: Sequence[str], out: Path) -> list[str]:
     """A benchmark command line (`python -S -c CODE ...` or `python -S SCRIPT ...`),
     tracing into `out`."""
     python, flag, first, *rest = command
-    setup = f"import bench.trace; bench.trace.install({str(out)!r}); "
+    setup = f"import bench.tracehook; bench.tracehook.install({str(out)!r}); "
     if first == "-c":
         code, *rest = rest
         return [python, flag, "-c", setup + code, *rest]
