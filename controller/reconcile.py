@@ -232,7 +232,7 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     from controller.execute import execute
     from controller.execute.steps import StepContext
 
-    run_id = session.store.begin_run(command)
+    run = session.store.begin_run(command)
     domain_type = _Once(session.domain_type)
     if any(c.ref.kind is Kind.VM and c.action in _RENDERED for c in the_plan.changes):
         # libvirt's capabilities (2-5 ms, and as long to parse) are read while the
@@ -250,18 +250,18 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     try:
         after_full, after = session.plan(desired, policy=policy)
     except BaseException:
-        session.store.record_results(run_id, results)   # what was done stays in the history
+        session.store.record_results(run.id, results)   # what was done stays in the history
         raise
     remaining, _ = after_full.without(held | waiting)
     not_done = frozenset(o.change.ref for o in outcomes if not o.ok or o.pending is not None)
     session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | not_done))
-    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after, run_id)
+    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after, run.id)
     summary = {"changes": len(the_plan.changes), "failed": len(result.failed),
                "refused": len(the_plan.refusals), "remaining": len(remaining.changes)}
     if result.pending:
         summary["pending"] = len(result.pending)    # their results are added to the run as they come
     # The results go in with the run's end: one commit (an fsync) less per apply.
-    session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary=summary,
+    session.store.finish_run(run.id, result="converged" if result.converged else "not-converged", summary=summary,
                              results=results)
     return result
 

@@ -124,6 +124,20 @@ class _Queued:
         self.error: BaseException | None = None
 
 
+class Run:
+    """A run begun in the store (StoreCore.begin_run); `id` is its row's, written by then."""
+
+    __slots__ = ("_store", "_item")
+
+    def __init__(self, store: StoreCore, item: _Queued) -> None:
+        self._store = store
+        self._item = item
+
+    @property
+    def id(self) -> int:
+        return int(self._store._settled(self._item))  # noqa: SLF001 - the store's own record
+
+
 class StoreCore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(state_dir)
@@ -284,15 +298,37 @@ class StoreCore:
 
     # -- runs and results ------------------------------------------------------------
 
-    def begin_run(self, command: str) -> int:
-        with self._write() as db:
-            cur = db.execute("INSERT INTO runs (command, started) VALUES (?, ?)", (command, time.time()))
-            run_id = int(cur.lastrowid or 0)
-            db.execute(
-                "DELETE FROM run_changes WHERE run_id <= ?", (run_id - HISTORY_LIMIT,)
-            )
+    def begin_run(self, command: str) -> Run:
+        """A run, whose row goes in with the store's next shared commit (see
+        _write_together) instead of a commit of its own: a create's journal entry,
+        synced before its first step, or the record a delete or an update leaves right
+        after its change. A commit is an fsync, and this one stood between a plan and
+        its first change: 1-12 ms under the disk writes of booting guests
+        (docs/performance.md, sixteenth round). A run that writes nothing else gets its
+        row when its id is first asked for. The runs are history only; what a crash
+        cut short is finished from the journal and the records (Session.recover)."""
+        started = time.time()
+
+        def insert(db: sqlite3.Connection) -> int:
+            run_id = int(db.execute("INSERT INTO runs (command, started) VALUES (?, ?)",
+                                    (command, started)).lastrowid or 0)
+            db.execute("DELETE FROM run_changes WHERE run_id <= ?", (run_id - HISTORY_LIMIT,))
             db.execute("DELETE FROM runs WHERE id <= ?", (run_id - HISTORY_LIMIT,))
-        return run_id
+            return run_id
+
+        item = _Queued(insert)
+        self._queued.append(item)
+        return Run(self, item)
+
+    def _settled(self, item: _Queued) -> Any:
+        """A queued write's result, committed now (alone) if no shared commit has taken it yet."""
+        with self._lock:
+            if not item.done:
+                self._queued.remove(item)    # under the lock, as every leader takes from the queue
+                self._commit([item])
+        if item.error is not None:
+            raise item.error
+        return item.result
 
     def finish_run(self, run_id: int, *, result: str, summary: dict[str, Any],
                    results: Iterable[tuple[Ref, str, bool, str | None]] = ()) -> None:

@@ -55,7 +55,7 @@ def test_results_and_history(tmp_path: Path) -> None:
     ref, other = Ref(Kind.VM, "web"), Ref(Kind.NETWORK, "lan")
     store.record_owned(ref, source="/s.yaml", protect=False)
     store.record_owned(other, source="/s.yaml", protect=False)
-    run = store.begin_run("apply")
+    run = store.begin_run("apply").id
     store.record_results(run, [(ref, "create", False, "cannot start"), (other, "update", True, None)])
     store.finish_run(run, result="not-converged", summary={"failed": 1})
     status = store.status(ref)
@@ -64,6 +64,41 @@ def test_results_and_history(tmp_path: Path) -> None:
     assert [(h.action, h.result) for h in store.history(ref)] == [("create", "failed")]
     assert [(h.action, h.result, h.error) for h in store.history(other)] == [("update", "ok", None)]
     assert store.runs()[0]["result"] == "not-converged"
+    store.close()
+
+
+def commits(store: StateStore) -> list[str]:
+    """Every COMMIT the store's connection runs from now on (each one an fsync)."""
+    seen: list[str] = []
+    store._db.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return seen
+
+
+def test_a_run_is_written_with_its_first_journal_entry_in_one_commit(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    seen = commits(store)
+    run = store.begin_run("delete")
+    assert seen == [] and store.runs() == []          # no commit of its own before the first change
+    entry = store.journal_begin(Ref(Kind.VM, "web"), "delete", source="/s.yaml", protect=False)
+    assert len(seen) == 1
+    assert [(r["command"], r["finished"]) for r in store.runs()] == [("delete", None)]
+    assert [e.id for e in store.journal()] == [entry]
+    assert run.id == store.runs()[0]["id"] and len(seen) == 1
+    store.close()
+    again = StateStore(tmp_path)                      # durable: as any commit is
+    assert [r["command"] for r in again.runs()] == ["delete"]
+    again.close()
+
+
+def test_a_run_that_writes_nothing_else_is_written_when_its_id_is_asked(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    earlier = store.begin_run("apply").id
+    seen = commits(store)
+    run = store.begin_run("apply")
+    assert run.id == earlier + 1 and len(seen) == 1
+    assert run.id == earlier + 1 and len(seen) == 1   # once
+    store.finish_run(run.id, result="converged", summary={"changes": 0})
+    assert [r["result"] for r in store.runs()][:1] == ["converged"]
     store.close()
 
 
