@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -168,7 +169,14 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     which tears down every module and object one at a time: ~16 ms of a command after
     its work was done, where the kernel frees the lot at once. Exit handlers still run
     and the output is flushed first; a thread still at work gets the usual shutdown,
-    which waits for it."""
+    which waits for it.
+
+    Python's cycle collector is off for the command (the daemon, `run`, turns it back
+    on): a command's imports and records set it off 10-20 times, 2-5 ms of the
+    command (docs/performance.md, sixteenth round), to find cycles in a process that
+    ends a second later and frees everything at once. Reference counting still frees
+    everything that is not in a cycle."""
+    gc.disable()
     code = main(argv)
     threading = sys.modules.get("threading")   # not imported: no other thread
     if threading is not None and any(not t.daemon and t is not threading.main_thread()

@@ -48,6 +48,7 @@ def add_parsers(sub: Any, adding: Callable[[str], bool]) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    import gc
     import logging
     import signal
 
@@ -61,6 +62,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
         raise errors.ConfigError(f"{', '.join(missing)}: no such file or directory")
+    gc.enable()   # off for a one-off command (cli.run); a daemon runs for months
     daemon = Daemon(args.paths, config, policy=policy)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())

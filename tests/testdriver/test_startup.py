@@ -113,3 +113,25 @@ def test_the_command_ends_at_once_with_its_exit_handlers_run_and_its_output_flus
     assert bad.returncode == 1 and "no such file or directory" in bad.stderr and bad.stdout == "handler ran\n"
     busy = command("busy", "validate", str(tmp_path))
     assert (busy.returncode, busy.stdout) == (0, "4 documents valid.\nworker done\nhandler ran\n")
+
+
+def test_a_command_runs_without_the_cycle_collector_and_the_daemon_with_it(tmp_path: Path) -> None:
+    """A one-off command's process is gone a second later: collecting cycles in it is
+    time lost (cli.run). A daemon runs for months and must collect them."""
+    (tmp_path / "stack.yaml").write_text(NETWORK)
+    code = ("import atexit, gc, sys\n"
+            "import controller.daemon\n"
+            "controller.daemon.Daemon.run = lambda self: print('daemon collects', gc.isenabled()) or 0\n"
+            "atexit.register(lambda: print('command collects', gc.isenabled()))\n"
+            "from controller.cli import run\n"
+            "run(sys.argv[1:])\n")
+
+    def command(*args: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", code, "--connect", "test:///default", "--state-dir",
+                               str(tmp_path / "state"), *args], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+        assert done.returncode in (0, 2), done.stderr
+        return done.stdout.splitlines()[-2:]
+
+    assert command("plan", "-f", str(tmp_path))[-1] == "command collects False"
+    assert command("run", "-f", str(tmp_path)) == ["daemon collects True", "command collects True"]
