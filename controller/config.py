@@ -6,13 +6,13 @@ IAASCTL_CONFIG, or /etc/iaasctl/config.yaml, and every key is optional.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from controller import __version__, filecache
+from controller.digest import blake2b
 from controller.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "/etc/iaasctl/config.yaml"
@@ -91,7 +91,7 @@ def _from_file(file: str, *, state_dir: str | None, parse: bool) -> dict[str, An
         raise ConfigError(f"{file}: cannot read the configuration: {exc}") from exc
     cache_in = state_dir or DEFAULT_STATE_DIR
     cache = Path(cache_in) / "cache" / CONFIG_CACHE
-    key = hashlib.sha256(__version__.encode() + b"\0" + raw).hexdigest()
+    key = blake2b(__version__.encode() + b"\0" + raw, digest_size=16).hexdigest()
     values: dict[str, Any] | None = filecache.read(cache, key)
     if values is None:
         if not parse:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import hashlib
 import json
 from collections.abc import Mapping
 
@@ -267,5 +266,10 @@ def spec_document(spec: Spec) -> dict[str, object]:
 
 
 def spec_hash(spec: Spec) -> str:
-    """The generation of a spec: what it says, not where it was written."""
+    """The generation of a spec: what it says, not where it was written. Computed where
+    manifests are loaded (the manifest cache keeps them, Desired.hashes): a command that
+    reads them from the cache or from its preload child never imports hashlib, and
+    with it OpenSSL (see controller.digest)."""
+    import hashlib
+
     return hashlib.sha256(json.dumps(spec_document(spec), sort_keys=True).encode()).hexdigest()[:16]

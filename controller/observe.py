@@ -8,13 +8,13 @@ state; nothing here decides anything.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from xml.etree import ElementTree as ET
 
 from controller.adapter import HostRecord, Libvirt
+from controller.digest import blake2b
 from controller.kinds import network as network_kind
 from controller.kinds import pool as pool_kind
 from controller.kinds import vm as vm_kind
@@ -118,7 +118,7 @@ class ParseMemo:
 
     def get(self, parse: Callable[..., T], xml: str, *flags: object) -> T:
         """`parse(xml, *flags)`, or what it returned for the same text and flags."""
-        key = (parse.__name__, hashlib.blake2b(xml.encode(), digest_size=16).digest(), flags)
+        key = (parse.__name__, blake2b(xml.encode(), digest_size=16).digest(), flags)
         if key in self._current:
             found: T = self._current[key]
             return found

@@ -122,7 +122,7 @@ class Session:
             source = sources.get(file) or sources.setdefault(file, source_path(spec))
             stale = record is None or record.spec_hash != hashes[ref] or record.source != source
             if (record is not None or marked) and stale:   # new values, or moved to another file
-                record_spec(self.store, spec, live.uuid if live else None)
+                record_spec(self.store, spec, live.uuid if live else None, generation=hashes[ref])
 
     def plan(self, desired: Desired, *, policy: Policy) -> tuple[Plan, Observed]:
         problems = paths_outside(desired, self.config.state_dir)

@@ -50,17 +50,24 @@ def source_path(spec: Spec) -> str:
 
 
 def _record(ctx: StepContext, spec: Spec, uuid: str | None = None) -> None:
-    record_spec(ctx.store, spec, uuid)
+    record_spec(ctx.store, spec, uuid, generation=_generation(ctx, spec))
 
 
-def record_spec(store: StateStore, spec: Spec, uuid: str | None = None) -> None:
-    store.record(spec_row(spec, uuid))
+def _generation(ctx: StepContext, spec: Spec) -> str | None:
+    """The spec's hash as its load computed it (Desired.hashes), if it is the run's."""
+    ref = Ref(spec.kind, spec.meta.name)
+    return ctx.desired.hashes[ref] if ctx.desired.by_ref().get(ref) is spec else None
 
 
-def spec_row(spec: Spec, uuid: str | None = None) -> OwnedRow:
+def record_spec(store: StateStore, spec: Spec, uuid: str | None = None, *, generation: str | None = None) -> None:
+    store.record(spec_row(spec, uuid, generation=generation))
+
+
+def spec_row(spec: Spec, uuid: str | None = None, *, generation: str | None = None) -> OwnedRow:
+    """`generation`: the spec's spec_hash, when known already."""
     return owned_row(
         Ref(spec.kind, spec.meta.name), source=source_path(spec), protect=spec.meta.protect, uuid=uuid,
-        spec_hash=spec_hash(spec), spec=spec_document(spec),
+        spec_hash=generation or spec_hash(spec), spec=spec_document(spec),
     )
 
 
@@ -113,7 +120,7 @@ def _run(change: Change, ctx: StepContext) -> OwnedRow | None:
         _mark_adopted(ctx, spec, change)
     else:
         _UPDATE[spec.kind](ctx, spec, change)
-    return spec_row(spec, change.live.uuid if change.live else None)
+    return spec_row(spec, change.live.uuid if change.live else None, generation=_generation(ctx, spec))
 
 
 def _mark_adopted(ctx: StepContext, spec: Spec, change: Change) -> None:

@@ -9,12 +9,12 @@ loads afresh. Invalid manifests are never cached: their errors are always report
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from controller import __version__, filecache
+from controller.digest import blake2b
 from controller.manifest import load
 from controller.manifest.files import read_all
 from controller.model import Desired
@@ -83,7 +83,7 @@ _unsaved: dict[Path, tuple[str, tuple[bool, Desired]]] = {}
 
 
 def _key(paths: Sequence[str]) -> str:
-    digest = hashlib.sha256()
+    digest = blake2b(digest_size=32)
     digest.update(f"{__version__}\0{list(paths)}\0".encode())
     digest.update("\0".join(str(Path(p).resolve()) for p in paths).encode())
     schemas = data_dir("schemas", env="IAASCTL_SCHEMAS")
@@ -91,7 +91,7 @@ def _key(paths: Sequence[str]) -> str:
         digest.update(schema.read_bytes())
     files, problems = read_all(paths)
     for file in files:
-        digest.update(f"\0{file.name}\0".encode() + hashlib.sha256(file.text.encode()).digest())
+        digest.update(f"\0{file.name}\0".encode() + blake2b(file.text.encode(), digest_size=32).digest())
     for problem in problems:      # an unreadable file is part of what was seen
         digest.update(str(problem).encode())
     return digest.hexdigest()

@@ -14,7 +14,6 @@ people: `spec: unknown field 'memroy'`, `spec.memory: 'lots' is not a size ...`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.digest import blake2b
 from controller.errors import ConfigError, Problem
 from controller.manifest import formats, yaml11
 from controller.manifest.located import Document, JsonPath, format_path, shown
@@ -103,7 +103,7 @@ def compiled_check(kind: Kind) -> Callable[..., None] | None:
     the one it was generated from (an edit, or $IAASCTL_SCHEMAS)."""
     from controller.manifest import schema_checks
 
-    digest = hashlib.blake2b(_schema_bytes(kind), digest_size=16).hexdigest()
+    digest = blake2b(_schema_bytes(kind), digest_size=16).hexdigest()
     if schema_checks.DIGESTS.get(kind.value) != digest:
         return None
     return schema_checks.CHECKS[kind.value]

@@ -13,7 +13,8 @@ from tests.testdriver.manifests import NETWORK, POOL, VOLUMES
 
 REPO = Path(__file__).resolve().parents[2]
 CORES = len(os.sched_getaffinity(0))
-HEAVY = ("jsonschema", "yaml", "shutil", "concurrent.futures", "controller.execute", "logging", "inspect", "decimal")
+HEAVY = ("jsonschema", "yaml", "shutil", "concurrent.futures", "controller.execute", "logging", "inspect", "decimal",
+         "hashlib")
 
 
 def imported_by(*args: str) -> list[str]:
