@@ -3,6 +3,7 @@ by thread, for iaasctl and the floor alike.
 
     python -m bench.trace --n 10 --pairs 6      # teardown, each right after its converge
     python -m bench.trace --n 1 --op converge
+    python -m bench.trace --n 1 --op converge --phases   # and iaasctl's own steps
 
 Each side runs as in the benchmark (`python -S`, this checkout first), with
 bench/tracehook.py's `install` run first: it wraps libvirt's classes as libvirt is
@@ -11,6 +12,9 @@ calls when the process exits.
 The sides alternate in a seeded shuffled order, as in bench/lifecycle.py. Printed
 per sample: the first change, the last call's end and the process's end, in ms from
 the process's start. Rounds 14 and 15 of docs/performance.md were traced this way.
+With `--phases`, iaasctl's side also records when its pipeline's modules finished
+importing and how long its own steps took (tracehook.PHASES: the start, the session,
+observe, plan, execute, each shared commit), printed under each of its samples.
 """
 
 from __future__ import annotations
@@ -39,7 +43,14 @@ class Call(NamedTuple):
         return self.start_ms + self.length_ms
 
     @property
+    def ours(self) -> bool:
+        """One of our functions or imports (`--phases`), not a libvirt call."""
+        return self.name.startswith("@")
+
+    @property
     def changes(self) -> bool:
+        if self.ours:
+            return False
         method = self.name.rsplit(".", 1)[-1]
         return not (method.startswith(READS) or "Lookup" in method or "Event" in method)
 
@@ -60,16 +71,25 @@ def read(path: Path) -> list[tuple[list[Call], float]]:
 
 def summary(calls: Sequence[Call], end_ms: float) -> str:
     changes = [c for c in calls if c.changes]
+    libvirt = [c for c in calls if not c.ours]
     first = f"{changes[0].start_ms:.0f}" if changes else "-"
-    last = f"{max(c.ends_ms for c in calls):.0f}" if calls else "-"
+    last = f"{max(c.ends_ms for c in libvirt):.0f}" if libvirt else "-"
     return f"first change {first} ms, last call ends {last} ms, process ends {end_ms:.0f} ms"
 
 
-def traced(command: Sequence[str], out: Path) -> list[str]:
+def phases(calls: Sequence[Call]) -> str:
+    """Our recorded functions and imports on the main thread, in order, with the
+    commits (fsyncs) of every thread: where a command's time goes between its calls."""
+    shown = [c for c in calls if c.ours and (c.thread == "MainThread" or "_commit" in c.name)]
+    return "; ".join(f"{c.name[1:].replace('controller.', '')} {c.start_ms:.0f}"
+                     + (f"+{c.length_ms:.1f}" if c.length_ms else "") for c in shown)
+
+
+def traced(command: Sequence[str], out: Path, *, with_phases: bool = False) -> list[str]:
     """A benchmark command line (`python -S -c CODE ...` or `python -S SCRIPT ...`),
-    tracing into `out`."""
+    tracing into `out`; `with_phases`: our functions too (see tracehook.PHASES)."""
     python, flag, first, *rest = command
-    setup = f"import bench.tracehook; bench.tracehook.install({str(out)!r}); "
+    setup = f"import bench.tracehook; bench.tracehook.install({str(out)!r}, phases={with_phases}); "
     if first == "-c":
         code, *rest = rest
         return [python, flag, "-c", setup + code, *rest]
@@ -86,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--op", choices=("teardown", "converge"), default="teardown")
     parser.add_argument("--out", type=Path, default=lifecycle.REPO / "bench" / "results" / "traces")
+    parser.add_argument("--phases", action="store_true",
+                        help="also time iaasctl's own steps (imports, observe, plan, commits) and print them")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment()
@@ -104,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             delete = iaasctl_cmd(*base, "delete", "-f", str(tmp / "specs"), "--yes")
             if args.op == "teardown":
                 timed(apply, env=env)
-            return timed(traced(apply if args.op == "converge" else delete, args.out / "iaasctl.trace"), env=env)
+            return timed(traced(apply if args.op == "converge" else delete, args.out / "iaasctl.trace",
+                                with_phases=args.phases), env=env)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -127,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lifecycle.sweep()
             calls, end = read(args.out / f"{name}.trace")[-1]
             print(f"pair {pair} {name:8} {seconds[name][-1]:.3f} s: {summary(calls, end)}", flush=True)
+            if args.phases and name == "iaasctl":
+                print(f"  phases (ms from the start, +length): {phases(calls)}", flush=True)
     ours, floor = (statistics.median(seconds[name]) for name in ("iaasctl", "floor"))
     variant = lifecycle._variant(args.n, True)[0]   # the benchmark's name for this floor
     print(f"{args.op} N={args.n}: iaasctl {ours:.3f} s, floor {floor:.3f} s ({variant}), {ours / floor:.2f}x; "

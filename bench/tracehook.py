@@ -20,10 +20,25 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def install(out: str) -> None:
+# With phases: our functions between libvirt calls, wrapped as their modules are
+# imported, recorded as "@module.function" (see bench/trace.py, `--phases`).
+PHASES = {
+    "controller.cli": ("_start", "_session"),
+    "controller.reconcile": ("Session.plan", "apply"),
+    "controller.observe": ("observe",),
+    "controller.plan": ("plan",),
+    "controller.execute": ("execute",),
+    "controller.state.core": ("StoreCore._commit",),     # a shared commit: an fsync
+}
+
+
+def install(out: str, *, phases: bool = False) -> None:
     """Trace this process's libvirt calls into `out` (appended, one block per process):
-    libvirt's classes are wrapped as libvirt is imported, and the calls written at exit."""
+    libvirt's classes are wrapped as libvirt is imported, and the calls written at exit.
+    `phases`: also the functions of PHASES, and the end of their modules' imports
+    (as "@import module")."""
     calls: list[tuple[int, int, str, str]] = []
+    wanted = {"libvirt", *PHASES} if phases else {"libvirt"}
 
     def wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:
         def traced(*args: Any, **kwargs: Any) -> Any:
@@ -44,11 +59,19 @@ def install(out: str) -> None:
             if hasattr(module, name):
                 setattr(module, name, wrap(getattr(module, name), name))
 
+    def patch_ours(module: Any, name: str) -> None:
+        for dotted in PHASES[name]:
+            owner, _, attr = dotted.rpartition(".")
+            holder = getattr(module, owner) if owner else module
+            setattr(holder, attr, wrap(getattr(holder, attr), f"@{name}.{dotted}"))
+
     class Finder:   # a meta path finder needs only find_spec
         def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-            if name != "libvirt":
+            if name not in wanted:
                 return None
-            sys.meta_path.remove(self)  # type: ignore[arg-type]
+            wanted.discard(name)
+            if not wanted:
+                sys.meta_path.remove(self)  # type: ignore[arg-type]
             spec = importlib.machinery.PathFinder.find_spec(name, path)
             if spec is None or spec.loader is None:
                 return spec
@@ -56,7 +79,12 @@ def install(out: str) -> None:
 
             def exec_module(module: Any) -> None:
                 load(module)
-                patch(module)
+                if name == "libvirt":
+                    patch(module)
+                else:
+                    now = time.perf_counter_ns()
+                    calls.append((now, 0, threading.current_thread().name, f"@import {name}"))
+                    patch_ours(module, name)
             spec.loader.exec_module = exec_module  # type: ignore[method-assign]
             return spec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from bench import common, scale
 
@@ -58,9 +59,9 @@ def test_the_floor_is_chosen_among_different_programs_only() -> None:
         assert all((t if isinstance(t, int) else t[0]) <= n for t in programs), n
 
 
-def test_a_traced_command_records_its_libvirt_calls_and_its_end(tmp_path: Path) -> None:
-    """bench.trace: the command runs as the benchmark runs it, and the trace shows its
-    reads, its changes (told apart) and when the process ended."""
+def traced_apply(tmp_path: Path, *, with_phases: bool = False) -> tuple[list[Any], float]:
+    """An `apply` of one network on the test driver, run and traced as bench.trace runs
+    it: its calls and when its process ended."""
     from bench import trace
 
     specs = tmp_path / "specs"
@@ -69,11 +70,41 @@ def test_a_traced_command_records_its_libvirt_calls_and_its_end(tmp_path: Path) 
                                     "spec: {mode: nat, ipv4: {cidr: 10.251.0.0/24}}\n")
     out = tmp_path / "iaasctl.trace"
     base = ["--connect", "test:///default", "--state-dir", str(tmp_path / "state")]
-    common.timed(trace.traced(common.iaasctl_cmd(*base, "apply", "-f", str(specs), "--yes"), out))
+    common.timed(trace.traced(common.iaasctl_cmd(*base, "apply", "-f", str(specs), "--yes"), out,
+                              with_phases=with_phases))
     (calls, end), = trace.read(out)
+    return calls, end
+
+
+def test_a_traced_command_records_its_libvirt_calls_and_its_end(tmp_path: Path) -> None:
+    """bench.trace: the command runs as the benchmark runs it, and the trace shows its
+    reads, its changes (told apart) and when the process ended."""
+    from bench import trace
+
+    calls, end = traced_apply(tmp_path)
     names = [call.name for call in calls]
     assert "virConnect.listAllNetworks" in names and "virConnect.networkDefineXML" in names
     changes = [call.name for call in calls if call.changes]
     assert "virConnect.networkDefineXML" in changes and "virConnect.listAllNetworks" not in changes
     assert 0 < calls[0].start_ms <= max(call.ends_ms for call in calls) <= end
     assert "first change" in trace.summary(calls, end)
+
+
+def test_a_traced_command_with_phases_shows_its_own_steps_apart_from_libvirt_calls(tmp_path: Path) -> None:
+    """bench.trace --phases: iaasctl's steps (imports, observe, plan, commits) are in
+    the trace, never taken for libvirt changes, in the order the command took them."""
+    from bench import trace
+
+    calls, end = traced_apply(tmp_path, with_phases=True)
+    ours: dict[str, trace.Call] = {}
+    for call in calls:
+        if call.ours:
+            ours.setdefault(call.name, call)     # the first of each: the confirming plan comes again
+    assert not any(call.changes for call in ours.values())
+    observed, planned = ours["@controller.observe.observe"], ours["@controller.plan.plan"]
+    define = next(call for call in calls if call.name == "virConnect.networkDefineXML")
+    assert ours["@import controller.reconcile"].start_ms < observed.start_ms < planned.start_ms < define.start_ms
+    assert ours["@controller.state.core.StoreCore._commit"].length_ms >= 0
+    assert "first change" in trace.summary(calls, end)
+    shown = trace.phases(calls)
+    assert shown.index("observe.observe") < shown.index("plan.plan") < shown.index("state.core.StoreCore._commit")
