@@ -247,21 +247,22 @@ def apply(session: Session, desired: Desired, *, policy: Policy, progress: Progr
     outcomes = execute(the_plan, ctx, parallelism=session.config.parallelism, progress=progress,
                        background=background)
     results = [(o.change.ref, o.change.action.value, o.ok, o.error) for o in outcomes if o.pending is None]
+    run_id = run.id     # written by now with the changes' records, or here if they wrote none
     try:
         after_full, after = session.plan(desired, policy=policy)
     except BaseException:
-        session.store.record_results(run.id, results)   # what was done stays in the history
+        session.store.record_results(run_id, results)   # what was done stays in the history
         raise
     remaining, _ = after_full.without(held | waiting)
     not_done = frozenset(o.change.ref for o in outcomes if not o.ok or o.pending is not None)
     session.sync_records(desired, after, unsettled=_unsettled(after_full, held | waiting | not_done))
-    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after, run.id)
+    result = ApplyResult(the_plan, outcomes, remaining, full, waiting, after, run_id)
     summary = {"changes": len(the_plan.changes), "failed": len(result.failed),
                "refused": len(the_plan.refusals), "remaining": len(remaining.changes)}
     if result.pending:
         summary["pending"] = len(result.pending)    # their results are added to the run as they come
     # The results go in with the run's end: one commit (an fsync) less per apply.
-    session.store.finish_run(run.id, result="converged" if result.converged else "not-converged", summary=summary,
+    session.store.finish_run(run_id, result="converged" if result.converged else "not-converged", summary=summary,
                              results=results)
     return result
 

@@ -127,15 +127,14 @@ class _Queued:
 class Run:
     """A run begun in the store (StoreCore.begin_run); `id` is its row's, written by then."""
 
-    __slots__ = ("_store", "_item")
+    __slots__ = ("_settle",)
 
-    def __init__(self, store: StoreCore, item: _Queued) -> None:
-        self._store = store
-        self._item = item
+    def __init__(self, settle: Callable[[], int]) -> None:
+        self._settle = settle
 
     @property
     def id(self) -> int:
-        return int(self._store._settled(self._item))  # noqa: SLF001 - the store's own record
+        return self._settle()
 
 
 class StoreCore:
@@ -318,7 +317,7 @@ class StoreCore:
 
         item = _Queued(insert)
         self._queued.append(item)
-        return Run(self, item)
+        return Run(lambda: int(self._settled(item)))
 
     def _settled(self, item: _Queued) -> Any:
         """A queued write's result, committed now (alone) if no shared commit has taken it yet."""
