@@ -58,3 +58,27 @@ def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 15.0, ever
 
 def under_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def transactions(store: Any) -> list[tuple[bool, list[str]]]:
+    """Every transaction a StateStore commits from now on, as (synced, its statements):
+    synced when it ended with an fsync (synchronous=FULL in effect at its COMMIT), not
+    when it was left for the next synced commit to make durable (NORMAL, in WAL mode)."""
+    full = [store._db.execute("PRAGMA synchronous").fetchone()[0] == 2]
+    statements: list[str] = []
+    seen: list[tuple[bool, list[str]]] = []
+
+    def trace(sql: str) -> None:
+        text = " ".join(sql.split())
+        squeezed = text.upper().replace(" ", "")
+        if squeezed.startswith("PRAGMASYNCHRONOUS="):
+            full[0] = squeezed.endswith("FULL")
+        elif squeezed == "COMMIT":
+            if statements:   # not a read snapshot's end
+                seen.append((full[0], list(statements)))
+            statements.clear()
+        elif not squeezed.startswith(("BEGIN", "SAVEPOINT", "RELEASE", "SELECT", "PRAGMA")):
+            statements.append(text)
+
+    store._db.set_trace_callback(trace)
+    return seen

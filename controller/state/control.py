@@ -60,16 +60,18 @@ class Control(StoreCore):
             "INSERT INTO journal (kind, name, action, source, protect, started) VALUES (?, ?, ?, ?, ?, ?)",
             row).lastrowid or 0))
 
-    def journal_end(self, entry: int, *, record: OwnedRow | None = None) -> None:
+    def journal_end(self, entry: int, *, record: OwnedRow | None = None, synced: bool = True) -> None:
         """The operation is over; `record` the object it made in the same transaction
         (a commit is an fsync: one per object fewer), shared with what other workers
-        write at the same moment."""
+        write at the same moment. Not `synced`: see StoreCore._write_together; the
+        entry, if a power loss takes its end, is recovered as if the run had stopped
+        right after the change."""
         def end(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM journal WHERE id = ?", (entry,))
             if record is not None:
                 self._record_in(db, record)
 
-        self._write_together(end)
+        self._write_together(end, synced=synced)
 
     def journal(self) -> list[JournalEntry]:
         with self._lock:

@@ -115,10 +115,11 @@ def owned_row(ref: Ref, *, source: str, protect: bool, uuid: str | None = None,
 class _Queued:
     """Work waiting for a shared commit (StoreCore._write_together), and how it went."""
 
-    __slots__ = ("work", "done", "result", "error")
+    __slots__ = ("work", "synced", "done", "result", "error")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, work: Callable[[sqlite3.Connection], Any], *, synced: bool = True) -> None:
         self.work = work
+        self.synced = synced   # see StoreCore._write_together
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -151,6 +152,7 @@ class StoreCore:
         self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._synced = True     # the connection's setting now: see _sync
         self._db.execute("PRAGMA busy_timeout=10000")
         # The tables are made in one transaction, and only when the database does not
         # already have this version of them: a commit is an fsync (synchronous=FULL),
@@ -186,6 +188,7 @@ class StoreCore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._sync(True)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -194,14 +197,23 @@ class StoreCore:
                 raise
             self._db.execute("COMMIT")
 
-    def _write_together(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _write_together(self, work: Callable[[sqlite3.Connection], T], *, synced: bool = True) -> T:
         """`work` in a transaction shared with the work other threads queue meanwhile:
         one commit, so one fsync, for all of them (group commit). The executor's workers
         write a journal entry at the start and at the end of each change, often at the
         same moment: one after the other, the eighth of a wave of eight waited for seven
         fsyncs (12 ms at N=10). Each caller still returns only once its own work is
-        committed; work that raises is undone alone and raises in its own caller."""
-        mine = _Queued(work)
+        committed; work that raises is undone alone and raises in its own caller.
+
+        Work that is not `synced` is committed without an fsync of its own when nothing
+        in its batch needs one: it is on disk once the next synced commit is (the WAL is
+        written in order and synced whole), safe from a crash of this process at once,
+        and from a power loss after that next commit. For what a lost write can be
+        derived again: the record a change leaves, which the change's journal entry
+        (synced before the change began) and libvirt recover (Session.recover,
+        sync_records), and which the run's end (synced) makes durable before the
+        command reports it."""
+        mine = _Queued(work, synced=synced)
         self._queued.append(mine)
         with self._lock:
             if not mine.done:   # not in the batch of a commit that ran meanwhile: lead one
@@ -216,6 +228,7 @@ class StoreCore:
     def _commit(self, batch: list[_Queued]) -> None:
         db = self._db
         try:
+            self._sync(any(item.synced for item in batch))
             db.execute("BEGIN IMMEDIATE")
             for item in batch:
                 db.execute("SAVEPOINT item")
@@ -237,6 +250,13 @@ class StoreCore:
             for item in batch:
                 item.done = True
 
+    def _sync(self, synced: bool) -> None:
+        """The next commit with an fsync (synchronous=FULL) or without (NORMAL: in WAL
+        mode it is durable with the next FULL commit). Outside a transaction only."""
+        if synced != self._synced:
+            self._db.execute("PRAGMA synchronous=FULL" if synced else "PRAGMA synchronous=NORMAL")
+            self._synced = synced
+
     # -- ownership ------------------------------------------------------------------
 
     def owned(self) -> dict[Ref, OwnedRecord]:
@@ -250,9 +270,10 @@ class StoreCore:
     ) -> None:
         self.record(owned_row(ref, source=source, protect=protect, uuid=uuid, spec_hash=spec_hash, spec=spec))
 
-    def record(self, row: OwnedRow) -> None:
-        """In a commit shared with other workers' writes (see _write_together)."""
-        self._write_together(lambda db: self._record_in(db, row))
+    def record(self, row: OwnedRow, *, synced: bool = True) -> None:
+        """In a commit shared with other workers' writes (see _write_together, and
+        there for `synced`)."""
+        self._write_together(lambda db: self._record_in(db, row), synced=synced)
 
     @staticmethod
     def _record_in(db: sqlite3.Connection, row: OwnedRow) -> None:
@@ -269,9 +290,10 @@ class StoreCore:
             row,
         )
 
-    def forget(self, ref: Ref) -> None:
-        """In a commit shared with other workers' writes (see _write_together)."""
-        self._write_together(lambda db: self._forget_in(db, ref))
+    def forget(self, ref: Ref, *, synced: bool = True) -> None:
+        """In a commit shared with other workers' writes (see _write_together, and
+        there for `synced`)."""
+        self._write_together(lambda db: self._forget_in(db, ref), synced=synced)
 
     @staticmethod
     def _forget_in(db: sqlite3.Connection, ref: Ref) -> None:
@@ -315,7 +337,7 @@ class StoreCore:
             db.execute("DELETE FROM runs WHERE id <= ?", (run_id - HISTORY_LIMIT,))
             return run_id
 
-        item = _Queued(insert)
+        item = _Queued(insert, synced=False)   # history: durable with the run's end
         self._queued.append(item)
         return Run(lambda: int(self._settled(item)))
 

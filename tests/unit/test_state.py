@@ -15,7 +15,9 @@ import pytest
 from controller.errors import LockHeld
 from controller.model import Kind, OwnedRecord, Ref
 from controller.state import StateStore, exclusive
+from controller.state.core import owned_row
 from controller.state.status import ResourceStatus
+from tests.conftest import transactions
 
 
 def mode(path: Path) -> int:
@@ -99,6 +101,56 @@ def test_a_run_that_writes_nothing_else_is_written_when_its_id_is_asked(tmp_path
     assert run.id == earlier + 1 and len(seen) == 1   # once
     store.finish_run(run.id, result="converged", summary={"changes": 0})
     assert [r["result"] for r in store.runs()][:1] == ["converged"]
+    store.close()
+
+
+def test_what_a_change_leaves_is_synced_by_the_next_entry_or_the_runs_end(tmp_path: Path) -> None:
+    """The journal entry before a change is synced before the change; the record it
+    leaves after is not, and becomes durable with the next synced commit (the next
+    entry, the run's end). Anything else the store writes is synced at once."""
+    store = StateStore(tmp_path)
+    seen = transactions(store)
+
+    def synced() -> list[bool]:
+        return [full for full, _ in seen]
+
+    vm, net = Ref(Kind.VM, "web"), Ref(Kind.NETWORK, "lan")
+    run = store.begin_run("apply")
+    entry = store.journal_begin(net, "create", source="/s.yaml", protect=False)
+    assert synced() == [True]                          # with the run's row, before the network is made
+    row = owned_row(net, source="/s.yaml", protect=False, uuid="u-1")
+    store.journal_end(entry, record=row, synced=False)
+    store.record(owned_row(vm, source="/s.yaml", protect=False), synced=False)
+    store.forget(vm, synced=False)
+    assert synced() == [True, False, False, False]
+    assert store.owned() == {net: OwnedRecord("/s.yaml", False, None)} and store.journal() == []
+    store.finish_run(run.id, result="converged", summary={"changes": 1})
+    store.record_owned(vm, source="/s.yaml", protect=True)
+    assert synced() == [True, False, False, False, True, True]
+    store.close()
+    again = StateStore(tmp_path)
+    assert set(again.owned()) == {net, vm} and again.journal() == []
+    assert [r["result"] for r in again.runs()] == ["converged"]
+    again.close()
+
+
+def test_a_batch_with_one_write_that_must_be_synced_is_synced(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    seen = transactions(store)
+    done: list[object] = []
+    with store._lock:    # a commit under way: both queue for the next one
+        threads = [
+            threading.Thread(target=lambda: done.append(store.forget(Ref(Kind.VM, "old"), synced=False))),
+            threading.Thread(target=lambda: done.append(store.journal_begin(
+                Ref(Kind.VM, "new"), "create", source="/s.yaml", protect=False))),
+        ]
+        for thread in threads:
+            thread.start()
+        while len(store._queued) < 2:
+            threading.Event().wait(0.001)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(done) == 2 and [full for full, _ in seen] == [True]
     store.close()
 
 
