@@ -97,9 +97,10 @@ def iaasctl_cmd(*args: str) -> list[str]:
     return [*START, "-c", "from controller.cli import run; run()", *args]
 
 
-def environment() -> dict[str, str]:
-    """For both sides: this checkout, then the venv's packages (see START)."""
-    paths = dict.fromkeys([str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+def environment(repo: Path = REPO) -> dict[str, str]:
+    """For both sides: this checkout (or `repo`: bench/ab.py), then the venv's packages
+    (see START)."""
+    paths = dict.fromkeys([str(repo), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     return dict(os.environ, IAASCTL_DOMAIN_TYPE="qemu", PYTHONPATH=os.pathsep.join(paths))
 
 
