@@ -70,13 +70,22 @@ def main(argv: list[str] | None = None) -> int:
                 sweep()
         shown = (f"{side} {samples[side]['apply'][-1]:.3f}/{samples[side]['delete'][-1]:.3f} s" for side in order)
         print(f"pair {pair}: {', '.join(shown)}", flush=True)
+    for line in summary(samples, args.n):
+        print(line)
+    return 0
+
+
+def summary(samples: dict[str, dict[str, list[float]]], n: int) -> list[str]:
+    """A line per operation: both medians, this over the other with its interval, and
+    the median of the pairs' own ratios (pair i: the i-th sample of each side)."""
+    lines = []
     for op, name in (("apply", "converge"), ("delete", "teardown")):
-        result = Result(name, args.n, iaasctl=samples["this"][op], baselines={"other": samples["other"][op]})
+        result = Result(name, n, iaasctl=samples["this"][op], baselines={"other": samples["other"][op]})
         low, high = result.interval()
         own = statistics.median(a / b for a, b in zip(samples["this"][op], samples["other"][op], strict=True))
-        print(f"{name} N={args.n}: this {result.iaasctl_median:.3f} s, other {result.floor[1]:.3f} s, "
-              f"{result.ratio:.3f}x (90%: {low:.3f}-{high:.3f}); pair by pair, median {own:.3f}x")
-    return 0
+        lines.append(f"{name} N={n}: this {result.iaasctl_median:.3f} s, other {result.floor[1]:.3f} s, "
+                     f"{result.ratio:.3f}x (90%: {low:.3f}-{high:.3f}); pair by pair, median {own:.3f}x")
+    return lines
 
 
 if __name__ == "__main__":

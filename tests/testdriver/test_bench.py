@@ -108,3 +108,15 @@ def test_a_traced_command_with_phases_shows_its_own_steps_apart_from_libvirt_cal
     assert "first change" in trace.summary(calls, end)
     shown = trace.phases(calls)
     assert shown.index("observe.observe") < shown.index("plan.plan") < shown.index("state.core.StoreCore._commit")
+
+
+def test_two_checkouts_are_compared_by_medians_and_pair_by_pair() -> None:
+    """bench.ab's report: the pairs' own ratios can say another thing than the medians'."""
+    from bench.ab import summary
+
+    samples = {"this": {"apply": [1.0, 2.0, 3.0], "delete": [0.5, 0.5, 0.5]},
+               "other": {"apply": [2.0, 1.0, 3.0], "delete": [1.0, 1.0, 1.0]}}
+    converge, teardown = summary(samples, 1)
+    assert converge.startswith("converge N=1: this 2.000 s, other 2.000 s, 1.000x (90%: ")
+    assert converge.endswith("pair by pair, median 1.000x")          # 0.5, 2.0, 1.0
+    assert "this 0.500 s, other 1.000 s, 0.500x (90%: 0.500-0.500)" in teardown
