@@ -6,11 +6,14 @@ to let go of a disk or network first) (pools, then volumes and networks,
 then VMs). Within each phase a change starts as soon as the changes it depends
 on have succeeded; independent changes run side by side (`parallelism` workers).
 The first `FIRST_WIDTH` go at once; more only when none of those finishes within
-`WIDEN_AFTER`: changes that quick (a volume, a pool) are served as well by a few
-workers, and every extra worker opens a connection, which cost libvirtd ~6 ms of
-CPU each, taken from a network's start (30 opened at once made it 0.76 s, not 0.26 s).
-Changes that slow are waits (a guest's start, stop or shutdown), and waits do not
-need a core each.
+`WIDEN_AFTER`, or at once when a change that waits for a guest is due: changes that
+quick (a volume, a pool) are served as well by a few workers, and every extra worker
+opens a connection, which cost libvirtd ~6 ms of CPU each, taken from a network's
+start (30 opened at once made it 0.76 s, not 0.26 s). Changes that slow are waits (a
+guest's start, stop, shutdown or destruction), and waits do not need a core each;
+held back, they cost more than the wait: with 30 VMs to delete, 22 destroys started
+50 ms late, and libvirtd (20 workers) then served their connections' opens behind
+the 8 destroys under way, up to 0.4 s later (docs/performance.md, fourteenth round).
 A failed change fails only its dependants: unrelated changes carry on.
 
 A caller may let some changes finish in the `background` (the daemon does, for VM
@@ -32,8 +35,8 @@ from typing import TYPE_CHECKING
 from controller import errors
 from controller.adapter import Libvirt
 from controller.execute.steps import StepContext, run_change
-from controller.model import Ref
-from controller.plan import Action, Change, Plan
+from controller.model import Kind, Ref
+from controller.plan import Action, Change, Disruption, Plan
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
@@ -203,6 +206,8 @@ def _run_phase(
             change = ready.popleft()
             if change.ref in done:
                 continue
+            if _waits_for_guest(change):
+                pool.width = pool.size
             if progress:
                 progress(change, None)
             if background is not None and change.ref not in needed and background.wanted(change):
@@ -224,6 +229,18 @@ def _run_phase(
         if change.ref not in done:
             done[change.ref] = Outcome(change, ok=False, error="not attempted: circular dependency")
     return [done[c.ref] for c in changes]
+
+
+def _waits_for_guest(change: Change) -> bool:
+    """A VM change that waits for its guest to start, stop or die (a second or more
+    under TCG), rather than for libvirtd's quick bookkeeping (a definition)."""
+    if change.ref.kind is not Kind.VM:
+        return False
+    return change.action in _GUEST_ACTIONS or change.disruption is Disruption.RESTART
+
+
+_GUEST_ACTIONS = frozenset({Action.CREATE, Action.REPLACE, Action.RESTART, Action.START, Action.STOP,
+                            Action.DELETE})
 
 
 def _let_go(change: Change, future: Future[Outcome], progress: Progress | None) -> Outcome:

@@ -581,12 +581,9 @@ def test_only_changes_nothing_waits_for_are_let_go_to_the_background(session, wr
     assert runs[0]["summary"]["pending"] == 1 and runs[0]["result"] == "not-converged"
 
 
-@pytest.mark.parametrize(("seconds", "widest"), [(0.0, range(1, 9)), (0.12, range(20, 21))])
-def test_quick_changes_keep_to_a_few_workers_and_waits_widen_to_all(session, write_manifests, monkeypatch,
-                                                                    seconds, widest) -> None:
-    """Each worker opens a connection of its own, which costs libvirtd CPU: changes that
-    finish quickly are served by the first eight workers, and only when none of those
-    finishes for a while (changes that wait) do the rest of the parallelism start."""
+def _count_in_flight(monkeypatch: pytest.MonkeyPatch, slow: Kind, seconds: float) -> dict[str, int]:
+    """Changes run through a counter of those in flight at once (`most`); changes to
+    objects of kind `slow` take `seconds` longer."""
     import controller.execute as executor
 
     real, lock, flight = executor.run_change, threading.Lock(), {"now": 0, "most": 0}
@@ -596,14 +593,49 @@ def test_quick_changes_keep_to_a_few_workers_and_waits_widen_to_all(session, wri
             flight["now"] += 1
             flight["most"] = max(flight["most"], flight["now"])
         try:
-            if change.ref.kind is Kind.VOLUME:
-                time.sleep(seconds)   # a change that waits, as a guest's stop does
+            if change.ref.kind is slow:
+                time.sleep(seconds)
             real(change, ctx)
         finally:
             with lock:
                 flight["now"] -= 1
 
     monkeypatch.setattr(executor, "run_change", counted)
+    return flight
+
+
+def test_changes_that_wait_for_guests_get_all_workers_at_once(session, write_manifests, monkeypatch) -> None:
+    """Starting or destroying a guest is a wait (seconds under TCG): twelve VMs to
+    create, then to delete, are all in flight at once, without waiting to see whether
+    the first eight finish quickly (libvirtd would serve the late ones' connections
+    behind the destroys under way)."""
+    import controller.execute as executor
+
+    flight = _count_in_flight(monkeypatch, Kind.VM, 0.2)   # the guest's start or stop
+    monkeypatch.setattr(executor, "WIDEN_AFTER", 5.0)   # only a waiting change widens
+    diskless = m.vm().replace("    - volume: t-web-root\n", "").replace("disks:\n", "disks: []\n")
+    vms = "---\n".join(diskless.replace("t-web", f"t-vm{i}").replace("00:11", f"00:{i + 32:02x}") for i in range(12))
+    root = write_manifests({"network.yaml": m.NETWORK, "vms.yaml": vms})
+    wide = Session(replace(session.config, parallelism=32), session.client, session.store)
+    assert run(wide, root).converged
+    assert {f"t-vm{i}" for i in range(12)} <= live_names(session, Kind.VM)
+    assert flight["most"] == 12, "creates"
+    flight["most"] = 0
+    (root / "vms.yaml").unlink()
+    assert run(wide, root, prune=True, allow_mass_delete=True).converged
+    assert not {f"t-vm{i}" for i in range(12)} & live_names(session, Kind.VM)
+    assert flight["most"] == 12, "deletes"
+
+
+@pytest.mark.parametrize(("seconds", "widest"), [(0.0, range(1, 9)), (0.12, range(20, 21))])
+def test_quick_changes_keep_to_a_few_workers_and_waits_widen_to_all(session, write_manifests, monkeypatch,
+                                                                    seconds, widest) -> None:
+    """Each worker opens a connection of its own, which costs libvirtd CPU: changes that
+    finish quickly are served by the first eight workers, and only when none of those
+    finishes for a while (changes that wait) do the rest of the parallelism start."""
+    import controller.execute as executor
+
+    flight = _count_in_flight(monkeypatch, Kind.VOLUME, seconds)   # a change that waits, as a guest's stop does
     if not seconds:   # quick: however slow this machine is now
         monkeypatch.setattr(executor, "WIDEN_AFTER", 2.0)
     volumes = "---\n".join(f"apiVersion: iaas/v1\nkind: Volume\nmetadata: {{name: t-v{i}}}\n"
