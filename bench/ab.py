@@ -16,19 +16,11 @@ import argparse
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.common import REPO, START, Result, environment, iaasctl_cmd, timed
+from bench.common import REPO, Result, compiled, environment, iaasctl_cmd, timed
 from bench.lifecycle import SHUTDOWN_TIMEOUT, manifests, prepare, sweep
-
-
-def compiled(repo: Path) -> None:
-    """As bench/run.py leaves its checkout: .pyc files and the dataclass methods' cache."""
-    env = environment(repo)
-    subprocess.run([*START, "-m", "compileall", "-q", str(repo / "controller")], env=env, check=True)
-    subprocess.run([*START, "-c", "from controller._methods import build; build()"], env=env, cwd=repo, check=True)
 
 
 def cycle(repo: Path, n: int) -> dict[str, float]:

@@ -97,6 +97,15 @@ def iaasctl_cmd(*args: str) -> list[str]:
     return [*START, "-c", "from controller.cli import run; run()", *args]
 
 
+def compiled(repo: Path = REPO) -> None:
+    """A checkout as an installed package is: byte-compiled, .pyc files and the
+    dataclass methods' cache (controller/_methods.py). The environment may say
+    PYTHONDONTWRITEBYTECODE, and then every iaasctl process would compile both."""
+    env = environment(repo)
+    subprocess.run([*START, "-m", "compileall", "-q", str(repo / "controller")], env=env, check=True)
+    subprocess.run([*START, "-c", "from controller._methods import build; build()"], env=env, cwd=repo, check=True)
+
+
 def environment(repo: Path = REPO) -> dict[str, str]:
     """For both sides: this checkout (or `repo`: bench/ab.py), then the venv's packages
     (see START)."""

@@ -12,12 +12,10 @@ Figures are reported, never asserted: these machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
-import compileall
 import sys
 from pathlib import Path
 
 from bench import common
-from controller import _methods as methods
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="VM counts of the lifecycle benchmarks (default 1,10,30)")
     args = parser.parse_args(argv)
     chosen = set(args.only or ("lifecycle", "scale", "daemon"))
-    # As an installed package is: byte-compiled. The environment may say
-    # PYTHONDONTWRITEBYTECODE, and then every iaasctl process would compile our modules
-    # and the methods of our dataclasses (controller/_methods.py).
-    compileall.compile_dir(str(common.REPO / "controller"), quiet=1)
-    methods.build()
+    common.compiled()
     sections: dict = {"machine": common.machine(), "comparisons": [], "profiles": {}}
     # The report is written again as each part ends: a full run takes over an hour, and
     # a failure late in it (one lost the run of 2026-12-01 18:39) keeps what came before.

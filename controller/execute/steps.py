@@ -57,7 +57,7 @@ def source_path(spec: Spec) -> str:
 
 
 def _record(ctx: StepContext, spec: Spec, uuid: str | None = None) -> None:
-    ctx.store.record(spec_row(spec, uuid, generation=_generation(ctx, spec)), synced=False)
+    record_spec(ctx.store, spec, uuid, generation=_generation(ctx, spec), synced=False)
 
 
 def _generation(ctx: StepContext, spec: Spec) -> str | None:
@@ -66,8 +66,9 @@ def _generation(ctx: StepContext, spec: Spec) -> str | None:
     return ctx.desired.hashes[ref] if ctx.desired.by_ref().get(ref) is spec else None
 
 
-def record_spec(store: StateStore, spec: Spec, uuid: str | None = None, *, generation: str | None = None) -> None:
-    store.record(spec_row(spec, uuid, generation=generation))
+def record_spec(store: StateStore, spec: Spec, uuid: str | None = None, *, generation: str | None = None,
+                synced: bool = True) -> None:
+    store.record(spec_row(spec, uuid, generation=generation), synced=synced)
 
 
 def spec_row(spec: Spec, uuid: str | None = None, *, generation: str | None = None) -> OwnedRow:
