@@ -485,6 +485,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return control.cmd_status(args, _config(args))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    return control.cmd_serve(args, _config(args))
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     return control.cmd_events(args, _config(args))
 
@@ -502,6 +506,7 @@ _COMMANDS = {
     "describe": cmd_describe,
     "run": cmd_run,
     "status": cmd_status,
+    "serve": cmd_serve,
     "events": cmd_events,
     "reconcile": cmd_control,
     "suspend": cmd_control,

@@ -1,7 +1,7 @@
-"""Commands for the continuous controller: `run` (the daemon), and the commands that
-talk to a running daemon through the state store: `events`, `reconcile`,
-`suspend`, `resume`. A running daemon is woken with SIGUSR1; without one, the
-request waits in the store for the next `run`."""
+"""Commands for the continuous controller: `run` (the daemon), `serve` (its REST
+API), and the commands that talk to a running daemon through the state store:
+`status`, `events`, `reconcile`, `suspend`, `resume`. A running daemon is woken
+with SIGUSR1; without one, the request waits in the store for the next `run`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller import errors
 from controller.config import Config
 from controller.model import Ref, parse_kind
+
+if TYPE_CHECKING:
+    from controller.state import StateStore
 
 
 def add_parsers(sub: Any, adding: Callable[[str], bool]) -> None:
@@ -26,6 +29,15 @@ def add_parsers(sub: Any, adding: Callable[[str], bool]) -> None:
                        help="allow deleting more than half of the managed objects in one pass")
         p.add_argument("--no-prune", dest="prune", action="store_false")
         p.add_argument("-v", "--verbose", action="store_true", help="log every pass, not only actions")
+
+    if adding("serve"):
+        p = sub.add_parser("serve", help="the REST API: status, events and the manifests a daemon converges")
+        p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                       help="address to listen on (default 127.0.0.1:8080; port 0: any free one)")
+        p.add_argument("--manifests", metavar="DIR",
+                       help="directory PUT /v1/manifests/NAME writes to; run the daemon on it (run -f DIR)")
+        p.add_argument("--token-file", metavar="FILE",
+                       help="a file holding the bearer token requests must carry (needed off loopback)")
 
     if adding("status"):
         p = sub.add_parser("status", help="is a daemon running on this state directory, connected, converged")
@@ -70,6 +82,20 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return daemon.run()
 
 
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    import logging
+    import signal
+    import threading
+
+    from controller.api import serve
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return serve(config, args.listen, manifests=args.manifests, token_file=args.token_file, stop=stop)
+
+
 def cmd_events(args: argparse.Namespace, config: Config) -> int:
     from controller.cli import output
     from controller.state import StateStore
@@ -93,24 +119,12 @@ def cmd_events(args: argparse.Namespace, config: Config) -> int:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     """The daemon's own state, from the store; 0 when a daemon runs, connected."""
     from controller.cli import output
-    from controller.state import StateStore, lock_holder
 
-    store = StateStore(config.state_dir)
-    try:
-        state = store.daemon_state()
-    finally:
-        store.close()
-    pid = lock_holder(config.state_dir)
-    state["running"] = pid is not None
-    if pid is not None:
-        state["pid"] = pid
-    for key in ("started", "stopped", "since", "last_pass"):
-        value = state.get(key)
-        if isinstance(value, float):
-            state[key] = _when(value)
+    state = daemon_status(config)
+    pid = state.get("pid")
     if args.output != "text":
         output.dump(state, args.output)
-    elif pid is None:
+    elif not state["running"]:
         print(f"no daemon running on {config.state_dir}")
     else:
         link = "connected to" if state.get("connected") else "DISCONNECTED from"
@@ -119,38 +133,67 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         print(f"daemon pid {pid}, {link} {state.get('uri')}, watching {watching}")
         print(f"last pass {state.get('last_pass', 'never')}: "
               f"{'converged' if state.get('converged') else 'not converged'} ({state.get('passes', 0)} passes)")
-    return 0 if pid is not None and state.get("connected") else 1
+    return 0 if state["running"] and state.get("connected") else 1
+
+
+def daemon_status(config: Config, store: StateStore | None = None) -> dict[str, object]:
+    """What `status` shows (and `serve` at /v1/status): the state the daemon last
+    recorded, whether it runs now (it holds the state directory's lock) and its pid,
+    times as ISO 8601."""
+    from controller.state import StateStore, lock_holder
+
+    if store is None:
+        own = StateStore(config.state_dir)
+        try:
+            return daemon_status(config, own)
+        finally:
+            own.close()
+    state = store.daemon_state()
+    pid = lock_holder(config.state_dir)
+    state["running"] = pid is not None
+    if pid is not None:
+        state["pid"] = pid
+    for key in ("started", "stopped", "since", "last_pass"):
+        value = state.get(key)
+        if isinstance(value, float):
+            state[key] = _when(value)
+    return state
 
 
 def cmd_control(args: argparse.Namespace, config: Config) -> int:
     """reconcile / suspend / resume: record the wish, then wake a running daemon."""
+    print(request(config, args.command, _ref(args.kind, args.name) if args.kind else None))
+    return 0
+
+
+def request(config: Config, command: str, ref: Ref | None, store: StateStore | None = None) -> str:
+    """reconcile / suspend / resume one object (None: everything): record the wish in
+    the store, wake a running daemon, and say what was done."""
     from controller.state import StateStore, lock_holder
 
-    ref = _ref(args.kind, args.name) if args.kind else None
-    store = StateStore(config.state_dir)
-    try:
-        if args.command == "suspend":
-            store.suspend(ref)
-        elif args.command == "resume":
-            store.resume(ref)
-        store.request_reconcile(ref)
-    finally:
-        store.close()
+    if store is None:
+        own = StateStore(config.state_dir)
+        try:
+            return request(config, command, ref, own)
+        finally:
+            own.close()
+    if command == "suspend":
+        store.suspend(ref)
+    elif command == "resume":
+        store.resume(ref)
+    store.request_reconcile(ref)
     what = str(ref) if ref else "everything"
     pid = lock_holder(config.state_dir)
-    done = {"suspend": "suspended", "resume": "resumed", "reconcile": "reconcile requested for"}[args.command]
+    done = {"suspend": "suspended", "resume": "resumed", "reconcile": "reconcile requested for"}[command]
     if pid is None or pid == os.getpid():
-        print(f"{done} {what}; no daemon is running on {config.state_dir}: it takes effect at the next run")
-        return 0
+        return f"{done} {what}; no daemon is running on {config.state_dir}: it takes effect at the next run"
     import signal
 
     try:
         os.kill(pid, signal.SIGUSR1)
     except ProcessLookupError:
-        print(f"{done} {what}; the daemon (pid {pid}) is gone: it takes effect at the next run")
-        return 0
-    print(f"{done} {what}; told the daemon (pid {pid})")
-    return 0
+        return f"{done} {what}; the daemon (pid {pid}) is gone: it takes effect at the next run"
+    return f"{done} {what}; told the daemon (pid {pid})"
 
 
 def _ref(kind: str, name: str | None) -> Ref:

@@ -85,6 +85,14 @@ def _read(name: str, problems: list[Problem]) -> str | None:
     except OSError as exc:
         problems.append(Problem(name, 0, "$", f"cannot read: {exc.strerror or exc}"))
         return None
+    return text_of(name, data, problems, size=size)
+
+
+def text_of(name: str, data: bytes, problems: list[Problem], *, size: int | None = None) -> str | None:
+    """A manifest's bytes as text, or None with the finding that says why not: over
+    the size limit (`size`: what the file's length said, if more than was read), or
+    not UTF-8."""
+    size = len(data) if size is None else size
     if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
         problems.append(Problem(name, 0, "$", f"file is larger than the limit of "
                                 f"{MAX_FILE_BYTES // (1024 * 1024)} MiB ({max(size, len(data))} bytes)"))

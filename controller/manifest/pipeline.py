@@ -22,6 +22,15 @@ def load(paths: Sequence[str], *, partial: bool = False) -> Desired:
     if isinstance(paths, str):
         raise TypeError("load() takes a sequence of paths, not one string")
     manifest_files, problems = files.read_all(paths)
+    return load_files(manifest_files, problems, partial=partial, roots=paths)
+
+
+def load_files(manifest_files: Sequence[files.ManifestFile], unreadable: Sequence[Problem] = (), *,
+               partial: bool = False, roots: Sequence[str] = ()) -> Desired:
+    """`load` of texts already read: the files as they would be (the REST API checks
+    a manifest it was sent beside the ones on disk before it writes it), with the
+    problems found reading them (`unreadable`)."""
+    problems = list(unreadable)
     declared: list[crosscheck.Declared] = []
     specs: list[Spec] = []
     for manifest in manifest_files:
@@ -35,7 +44,7 @@ def load(paths: Sequence[str], *, partial: bool = False) -> Desired:
     problems += crosscheck.check(declared, specs, references=not partial)
     if problems:
         raise ManifestInvalid(problems)
-    return Desired(specs=tuple(specs), roots=tuple(str(Path(p).resolve()) for p in paths))
+    return Desired(specs=tuple(specs), roots=tuple(str(Path(p).resolve()) for p in roots))
 
 
 def _document(doc: Document, declared: list[crosscheck.Declared]) -> tuple[Spec | None, list[Problem]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -137,6 +138,29 @@ def host(tmp_path: Path) -> Iterator[Host]:
 def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 120.0, every: float = 1.0) -> Any:
     """The shared poller, with the real host's slower defaults."""
     return shared_wait_for(what, probe, timeout=timeout, every=every)
+
+
+def network_active(name: str) -> bool:
+    conn = libvirt.open(URI)
+    try:
+        return bool(conn.networkLookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
+
+
+def terminate(process: subprocess.Popen[str], what: str, log: Path) -> None:
+    """SIGTERM a long-running iaasctl (`run`, `serve`) and insist it exits 0, as both
+    promise; its log is in the message when it does not."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert code == 0, f"{what} must exit 0 on SIGTERM\n{log.read_text(errors='replace')}"
 
 
 def qemu_img_info(path: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.realhost.conftest import GUEST, PREFIX, URI, Host, wait_for
+from tests.realhost.conftest import GUEST, PREFIX, URI, Host, network_active, terminate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VM = f"{PREFIX}dvm"
@@ -82,16 +82,6 @@ def domain(name: str) -> tuple[bool, bool, int]:
         conn.close()
 
 
-def network_active(name: str) -> bool:
-    conn = libvirt.open(URI)
-    try:
-        return bool(conn.networkLookupByName(name).isActive())
-    except libvirt.libvirtError:
-        return False
-    finally:
-        conn.close()
-
-
 @dataclass
 class Daemon:
     process: subprocess.Popen[str]
@@ -120,14 +110,7 @@ def daemon(host: Host, tmp_path: Path) -> Iterator[Daemon]:
         wait_for("the VM running under the daemon", lambda: domain(VM)[1], timeout=60)
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
-            assert code == 0, f"the daemon must exit 0 on SIGTERM\n{running.text()}"
+        terminate(process, "the daemon", log)
 
 
 def test_out_of_band_changes_are_put_back(daemon: Daemon, host: Host) -> None:
