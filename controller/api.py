@@ -28,6 +28,7 @@ manifest are one step."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -35,8 +36,9 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -45,7 +47,11 @@ from controller import errors
 from controller.config import Config
 from controller.errors import Problem
 from controller.model import Kind, Ref, parse_kind
+from controller.adapter import Libvirt
+from controller.adapter.events import KEEPALIVE, start_event_loop
+from controller.observe import Observed, ParseMemo, observe
 from controller.state import StateStore
+from controller.status import addresses_from
 
 if TYPE_CHECKING:
     from controller.manifest.files import ManifestFile
@@ -55,6 +61,8 @@ log = logging.getLogger("iaasctl.api")
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
+MAX_BODY = 1024 * 1024      # a request's body; a file on disk may be larger (4 MiB), as the loader allows
+READ_TIMEOUT = 30.0         # seconds a client may take to send a request, or to take an answer
 MANIFEST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 CONTROL = ("reconcile", "suspend", "resume")
 JSON = "application/json"
@@ -78,19 +86,142 @@ class Failure(Exception):
     """A request that cannot be served: answered with `status` and a JSON error document."""
 
     def __init__(self, status: int, message: str, *, problems: Iterable[Problem] = (),
-                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+                 headers: tuple[tuple[str, str], ...] = (), current_version: str | None = None,
+                 extra: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.problems = list(problems)
         self.headers = headers
+        self.current_version = current_version
+        self.extra = extra or {}
 
     def reply(self) -> Reply:
         error: dict[str, Any] = {"code": self.status, "reason": HTTPStatus(self.status).phrase,
                                  "message": str(self)}
+        if self.current_version is not None:
+            error["currentVersion"] = self.current_version
         if self.problems:
             error["problems"] = [{"file": p.file, "line": p.line, "path": p.path, "message": p.message,
                                   "text": str(p)} for p in self.problems]
-        return reply(self.status, {"error": error}, headers=self.headers)
+        return reply(self.status, {"error": error, **self.extra}, headers=self.headers)
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What a write expects to replace, from `If-Match` (the version it read: a GET's
+    ETag, a write's `version`; `*`: any) and `If-None-Match: *` (nothing: create
+    only). A write whose expectation no longer holds (someone wrote in between) is
+    refused with 409 and the current version: no update is lost. Without either
+    header a write replaces whatever is there."""
+
+    match: tuple[str, ...] | None = None     # versions, or ("*",)
+    absent: bool = False
+
+    @classmethod
+    def of(cls, environ: Environ) -> Precondition:
+        match = environ.get("HTTP_IF_MATCH")
+        versions = tuple(v.strip().removeprefix("W/").strip('"') for v in match.split(",")) if match else None
+        return cls(versions, environ.get("HTTP_IF_NONE_MATCH", "").strip() == "*")
+
+    def check(self, name: str, current: bytes | None) -> None:
+        version = None if current is None else _version(current)
+        if self.absent and current is not None:
+            raise Failure(409, f"manifest {name} exists (If-None-Match: *); nothing was changed",
+                          current_version=version)
+        if self.match is not None and (version is None or (self.match != ("*",) and version not in self.match)):
+            said = "does not exist" if version is None else f"is at version {version}"
+            raise Failure(409, f"manifest {name} {said}, not the one this write expected "
+                               f"(If-Match); nothing was changed", current_version=version)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One observation of the host, with the DHCP leases of its running VMs."""
+
+    observed: Observed
+    leases: dict[str, list[tuple[str, str]]]
+    at: float                   # wall-clock
+    stale: bool = False         # the refresh a request waited for did not come in time
+    error: str | None = None    # why the last refresh failed, if it did
+
+    def addresses(self, name: str) -> list[tuple[str, str]]:
+        return self.leases.get(name, [])
+
+    def about(self) -> dict[str, object]:
+        """What an answer says of its source: when the host was observed and, if that
+        is older than the request, why (libvirt slow, or gone)."""
+        about: dict[str, object] = {"observedAt": _when(self.at)}
+        if self.stale or self.error:
+            about["stale"] = True
+        if self.error:
+            about["libvirtError"] = self.error
+        return about
+
+
+class Host:
+    """The host as the API reports it. No request calls libvirt: each one has the
+    host observed on a thread of its own (joining an observation already under way:
+    one at a time, however many requests come) and waits for it at most `patience`
+    seconds. Then it answers from the newest observation there is, marked stale if
+    that is not the one it waited for. A slow or hung libvirtd makes answers stale,
+    never slow (RELIABILITY L8). The connection is kept between observations, with
+    keepalive, and opened again after a failure."""
+
+    def __init__(self, config: Config, *, connect: Callable[[str], Libvirt] | None = None,
+                 patience: float = 2.0) -> None:
+        self.config = config
+        self.patience = patience
+        self._connect = connect or self._keepalive_connection
+        self._lock = threading.Lock()
+        self._seen: Seen | None = None
+        self._error: str | None = None
+        self._refreshed: threading.Event | None = None   # set when the observation under way ends
+        self._client: Libvirt | None = None
+        self._memo = ParseMemo()
+
+    def snapshot(self) -> Seen:
+        with self._lock:
+            done = self._refreshed
+            if done is None:
+                done = self._refreshed = threading.Event()
+                threading.Thread(target=self._refresh, args=(done,), name="iaasctl-api-observe", daemon=True).start()
+        came = done.wait(self.patience)
+        with self._lock:
+            seen, error = self._seen, self._error
+        if seen is None:
+            raise Failure(503, f"libvirt has not answered yet{f': {error}' if error else ''}")
+        return seen if came and error is None else replace(seen, stale=True, error=error)
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            if self._client is None:
+                self._client = self._connect(self.config.connect)
+            client = self._client
+            observed = observe(client, memo=self._memo)
+            addresses = addresses_from(client)
+            leases = {ref.name: addresses(ref.name) for ref, live in observed.objects.items()
+                      if ref.kind is Kind.VM and live.running}
+            seen = Seen(observed, leases, time.time())
+            with self._lock:
+                self._seen, self._error = seen, None
+        except errors.IaasError as exc:
+            log.warning("observing the host: %s", exc)
+            self.close()
+            with self._lock:
+                self._error = str(exc)
+        finally:
+            with self._lock:
+                self._refreshed = None
+            done.set()
+
+    def _keepalive_connection(self, uri: str) -> Libvirt:
+        start_event_loop()
+        return Libvirt(uri, connect_timeout=self.config.connect_timeout, keepalive=KEEPALIVE)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 class Api:
@@ -99,14 +230,19 @@ class Api:
     (None: none is asked for; `serve` allows that only on a loopback address)."""
 
     def __init__(self, config: Config, store: StateStore, *, manifests: str | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, host: Host | None = None) -> None:
         self.config = config
         self.store = store
+        self.host = host or Host(config)
         self.manifests = os.path.abspath(manifests) if manifests else None
         self.token = token
         self._writing = threading.Lock()
         self._counts: dict[tuple[str, int], int] = {}
         self._counting = threading.Lock()
+
+    def close(self) -> None:
+        """Close the connection to libvirt; the state store is the caller's."""
+        self.host.close()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -202,20 +338,16 @@ class Api:
 
     def _objects(self, kind: Kind, name: str | None) -> Reply:
         from controller import status
-        from controller.adapter import Libvirt
-        from controller.observe import observe
 
-        client = Libvirt(self.config.connect, connect_timeout=self.config.connect_timeout)
-        try:
-            observed = observe(client)
-            if name is None:
-                return reply(200, {"kind": kind.value, "items": status.rows(kind, observed, self.store, client)})
-            doc = status.describe(Ref(kind, name), observed, self.store, client)
-        finally:
-            client.close()
+        seen = self.host.snapshot()
+        about = seen.about()
+        if name is None:
+            return reply(200, {"kind": kind.value, **about,
+                               "items": status.rows(kind, seen.observed, self.store, seen.addresses)})
+        doc = status.describe(Ref(kind, name), seen.observed, self.store, seen.addresses)
         if doc is None:
-            raise Failure(404, f"{kind.value}/{name} not found")
-        return reply(200, doc)
+            raise Failure(404, f"{kind.value}/{name} not found", extra=about)
+        return reply(200, {**doc, **about})
 
     def _control(self, command: str, ref: Ref | None) -> Reply:
         from controller.cli.control import request
@@ -270,9 +402,7 @@ class Api:
         if not rest:
             _allow(method, "GET")
             return reply(200, {"directory": self.manifests, "items": list(self._listing())})
-        if len(rest) != 1:
-            raise Failure(404, f"no such manifest path: /v1/manifests/{'/'.join(rest)}")
-        name = rest[0]
+        name = "/".join(rest)    # `a/b`, `../../etc/cron.d/x`: refused here, never joined to a path
         if not MANIFEST_NAME.fullmatch(name):
             raise Failure(400, f"{name!r} is not a manifest name: letters, digits, '.', '_' and '-', "
                                "at most 100, starting with a letter or digit")
@@ -280,14 +410,14 @@ class Api:
         _allow(method, "GET", "PUT", "DELETE")
         dry_run = query.get("dryRun", "").lower() in ("1", "true", "yes")
         if method in ("GET", "HEAD"):
-            try:
-                with open(path, "rb") as handle:
-                    return Reply(200, handle.read(), "application/yaml; charset=utf-8")
-            except FileNotFoundError:
-                raise Failure(404, f"no manifest {name}: {path} does not exist") from None
+            data = _read(path)
+            if data is None:
+                raise Failure(404, f"no manifest {name}: {path} does not exist")
+            return Reply(200, data, "application/yaml; charset=utf-8", (("ETag", _etag(data)),))
+        wanted = Precondition.of(environ)
         if method == "PUT":
-            return self._put(name, path, _body(environ), dry_run=dry_run)
-        return self._delete(name, path, dry_run=dry_run)
+            return self._put(name, path, _body(environ), wanted, dry_run=dry_run)
+        return self._delete(name, path, wanted, dry_run=dry_run)
 
     def _listing(self) -> Iterator[dict[str, object]]:
         from controller.manifest.files import is_manifest_name
@@ -299,7 +429,7 @@ class Api:
                 yield {"name": entry.name.rsplit(".", 1)[0], "path": entry.path, "bytes": info.st_size,
                        "modified": _when(info.st_mtime)}
 
-    def _put(self, name: str, path: str, data: bytes, *, dry_run: bool) -> Reply:
+    def _put(self, name: str, path: str, data: bytes, wanted: Precondition, *, dry_run: bool) -> Reply:
         from controller.manifest.files import ManifestFile, text_of
         from controller.manifest.pipeline import load_files
 
@@ -311,21 +441,24 @@ class Api:
             raise Failure(422, "the manifest cannot be read; nothing was changed", problems=found)
         written = ManifestFile(path, text)
         with self._writing:
+            current = _read(path)
+            wanted.check(name, current)
             left = self._check(path, written)
-            existed = os.path.exists(path)
             if not dry_run:
                 _write_atomically(path, data)
         specs = load_files([written], partial=True).specs   # it has no problem of its own: _check said so
         log.info("%s %s: %d documents", "checked" if dry_run else "wrote", path, len(specs))
-        document = {"name": name, "path": path, "dryRun": dry_run,
+        document = {"name": name, "path": path, "version": _version(data), "dryRun": dry_run,
                     "documents": [{"kind": s.kind.value, "name": s.meta.name} for s in specs],
                     **_left(left), **self._watched()}
-        return reply(200 if existed or dry_run else 201, document)
+        return reply(200 if current is not None or dry_run else 201, document, headers=(("ETag", _etag(data)),))
 
-    def _delete(self, name: str, path: str, *, dry_run: bool) -> Reply:
+    def _delete(self, name: str, path: str, wanted: Precondition, *, dry_run: bool) -> Reply:
         with self._writing:
-            if not os.path.exists(path):
+            current = _read(path)
+            if current is None:
                 raise Failure(404, f"no manifest {name}: {path} does not exist")
+            wanted.check(name, current)
             try:
                 left = self._check(path, None)
             except errors.ManifestInvalid as exc:
@@ -404,9 +537,12 @@ def serve(config: Config, listen: str, *, manifests: str | None, token_file: str
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
+        request_queue_size = 128   # the default 5 resets connections when a few dozen clients come at once
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     class Handler(WSGIRequestHandler):
+        timeout = READ_TIMEOUT    # a client that sends its request slowly (or never) gives its thread back
+
         def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 - the base class's name
             log.info("%s %s", self.address_string(), format % args)
 
@@ -424,6 +560,7 @@ def serve(config: Config, listen: str, *, manifests: str | None, token_file: str
             (stop or threading.Event()).wait()
             server.shutdown()
             worker.join()
+            api.close()
     finally:
         store.close()
     log.info("stopped")
@@ -467,15 +604,33 @@ def _limit(query: dict[str, str], default: int) -> int:
 
 
 def _body(environ: Environ) -> bytes:
-    from controller.manifest.files import MAX_FILE_BYTES
-
     length = environ.get("CONTENT_LENGTH") or ""
     if not length.isdigit():
         raise Failure(411, "a Content-Length is required")
-    if int(length) > MAX_FILE_BYTES:
-        raise Failure(413, f"a manifest is at most {MAX_FILE_BYTES // (1024 * 1024)} MiB ({length} bytes sent)")
+    if int(length) > MAX_BODY:
+        raise Failure(413, f"a manifest sent is at most {MAX_BODY // 1024} KiB ({length} bytes sent)")
     data: bytes = environ["wsgi.input"].read(int(length))
+    if len(data) < int(length):
+        raise Failure(400, f"the body ended after {len(data)} of {length} bytes")
     return data
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _version(data: bytes) -> str:
+    """A manifest's version: a digest of its bytes, so a write by any hand (an editor,
+    git) changes it, not only one through the API."""
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def _etag(data: bytes) -> str:
+    return f'"{_version(data)}"'
 
 
 def _write_atomically(path: str, data: bytes) -> None:

@@ -3,6 +3,7 @@ live libvirt state, for `get` and `describe` — desired and live side by side."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, UTC
 from typing import Any
 
@@ -22,7 +23,21 @@ COLUMNS = {
 }
 
 
-def rows(kind: Kind, observed: Observed, store: StateStore, client: Libvirt, *, name: str | None = None
+Addresses = Callable[[str], list[tuple[str, str]]]   # a running VM's name -> its (mac, ipv4) pairs
+
+
+def addresses_from(client: Libvirt) -> Addresses:
+    """A running VM's DHCP leases, asked of libvirt; none when it cannot say."""
+    def addresses(name: str) -> list[tuple[str, str]]:
+        try:
+            return client.domain_addresses(name)
+        except IaasError:
+            return []
+
+    return addresses
+
+
+def rows(kind: Kind, observed: Observed, store: StateStore, addresses: Addresses, *, name: str | None = None
          ) -> list[dict[str, Any]]:
     """One row per object of a kind: live objects and owned ones that are missing."""
     statuses = {s.ref: s for s in store.statuses(kind=kind, name=name)}
@@ -33,10 +48,10 @@ def rows(kind: Kind, observed: Observed, store: StateStore, client: Libvirt, *, 
     else:
         lives = {r: live for r, live in observed.objects.items() if r.kind is kind}
     refs = sorted(set(lives) | set(statuses), key=lambda r: r.name)
-    return [_row(ref, lives.get(ref), statuses.get(ref), client) for ref in refs if name in (None, ref.name)]
+    return [_row(ref, lives.get(ref), statuses.get(ref), addresses) for ref in refs if name in (None, ref.name)]
 
 
-def _row(ref: Ref, live: Live | None, status: ObjectStatus | None, client: Libvirt) -> dict[str, Any]:
+def _row(ref: Ref, live: Live | None, status: ObjectStatus | None, addresses: Addresses) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": ref.name,
         "managed": "yes" if status or (live and live.owner) else "no",
@@ -47,7 +62,8 @@ def _row(ref: Ref, live: Live | None, status: ObjectStatus | None, client: Libvi
     if isinstance(spec, VMSpec) and live is not None:
         desired = (status.spec or {}).get("spec", {}) if status else {}
         row.update(desired=desired.get("power"), vcpus=spec.vcpus, memory=format_size(spec.memory),
-                   ip=_ips(client, ref.name) if live.running else None, condition=_vm_condition(live))
+                   ip=(",".join(ip for _, ip in addresses(ref.name)) or None) if live.running else None,
+                   condition=_vm_condition(live))
     elif isinstance(spec, NetworkSpec):
         row.update(mode=spec.mode, cidr=spec.ipv4.cidr if spec.ipv4 else None, bridge=spec.bridge,
                    autostart=spec.autostart)
@@ -73,15 +89,7 @@ def _vm_condition(live: Live) -> str:
     return "Ready" if live.running else "Stopped"
 
 
-def _ips(client: Libvirt, name: str) -> str | None:
-    try:
-        addresses = client.domain_addresses(name)
-    except IaasError:
-        return None
-    return ",".join(ip for _, ip in addresses) or None
-
-
-def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -> dict[str, Any] | None:
+def describe(ref: Ref, observed: Observed, store: StateStore, addresses: Addresses) -> dict[str, Any] | None:
     """Everything known about one object, or None when neither libvirt nor the store knows it."""
     live = observed.get(ref)
     with store.snapshot():   # the conditions, status and events of one daemon pass, not of two
@@ -111,7 +119,7 @@ def describe(ref: Ref, observed: Observed, store: StateStore, client: Libvirt) -
         if isinstance(live.spec, VMSpec):
             live_doc["condition"] = _vm_condition(live)
             if live.running:
-                live_doc["addresses"] = [{"mac": m, "ip": ip} for m, ip in _safe_addresses(client, ref.name)]
+                live_doc["addresses"] = [{"mac": m, "ip": ip} for m, ip in addresses(ref.name)]
         doc["live"] = live_doc
     else:
         doc["live"] = {"state": "missing"}
@@ -159,10 +167,3 @@ def _when(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
-
-
-def _safe_addresses(client: Libvirt, name: str) -> list[tuple[str, str]]:
-    try:
-        return client.domain_addresses(name)
-    except IaasError:
-        return []

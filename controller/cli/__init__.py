@@ -448,7 +448,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     from controller.observe import observe
 
     with _session(config, connecting) as session:
-        rows = status.rows(kind, observe(session.client), session.store, session.client, name=args.name)
+        rows = status.rows(kind, observe(session.client), session.store, status.addresses_from(session.client),
+                           name=args.name)
     if args.output == "table":
         output.print_table(rows, status.COLUMNS[kind])
     else:
@@ -465,7 +466,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from controller.observe import observe
 
     with _session(config, connecting) as session:
-        doc = status.describe(Ref(kind, args.name), observe(session.client), session.store, session.client)
+        doc = status.describe(Ref(kind, args.name), observe(session.client), session.store,
+                              status.addresses_from(session.client))
     if doc is None:
         print(f"iaasctl: {kind.value}/{args.name} not found", file=sys.stderr)
         return EXIT_ERROR

@@ -24,7 +24,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from controller import errors
-from controller.api import Api, serve
+from controller.adapter import Libvirt
+from controller.api import Api, Host, serve
 from controller.manifest import load
 from controller.model import Kind, Ref
 from controller.plan import Policy
@@ -43,6 +44,7 @@ class Client:
 
     def __call__(self, method: str, path: str, body: str | bytes | None = None,
                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+        """The answer's status, headers and content (JSON decoded)."""
         path, _, query = path.partition("?")
         environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
         data = body.encode() if isinstance(body, str) else body
@@ -70,8 +72,10 @@ def specs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(session: Session, specs: Path) -> Client:
-    return Client(Api(session.config, session.store, manifests=str(specs)))
+def client(session: Session, specs: Path) -> Iterator[Client]:
+    api = Api(session.config, session.store, manifests=str(specs))
+    yield Client(api)
+    api.close()     # its connection would keep the test driver's host alive for the next test
 
 
 def problems(content: dict[str, Any]) -> list[str]:
@@ -113,6 +117,35 @@ def test_objects_are_listed_and_described_as_get_and_describe_show_them(client: 
 def session_apply(session: Session, specs: Path) -> None:
     result = apply(session, load([str(specs)]), policy=Policy())
     assert result.converged, result
+
+
+class _Hanging(Libvirt):
+    """Our adapter with one fault: listing the host waits until the test lets it go, as
+    a hung libvirtd would until keepalive gave up on it."""
+
+    go = threading.Event()
+
+    def inventory(self):  # type: ignore[no-untyped-def]
+        assert type(self).go.wait(30), "the test never let the listing go"
+        return super().inventory()
+
+
+def test_a_hung_libvirt_makes_answers_stale_never_slow(session: Session) -> None:
+    _Hanging.go = threading.Event()
+    api = Api(session.config, session.store, host=Host(session.config, connect=_Hanging, patience=0.2))
+    client = Client(api)
+    status, _, content = client("GET", "/v1/vms")
+    assert status == 503 and content["error"]["message"] == "libvirt has not answered yet"
+    assert client("GET", "/v1/status")[0] == 200           # what the store holds answers at once
+    _Hanging.go.set()
+    status, _, content = wait_for("an answer once libvirt lists", lambda: (a := client("GET", "/v1/vms"))[0] == 200 and a)
+    assert [r["name"] for r in content["items"]] == ["test"] and "stale" not in content
+
+    _Hanging.go.clear()     # hung again: the last observation, said to be old
+    status, _, content = client("GET", "/v1/vms")
+    assert status == 200 and content["stale"] is True and [r["name"] for r in content["items"]] == ["test"]
+    _Hanging.go.set()
+    api.close()
 
 
 def test_a_valid_manifest_is_written_whole_and_listed(client: Client, specs: Path) -> None:
@@ -189,7 +222,9 @@ def test_a_dry_run_checks_and_writes_or_removes_nothing(client: Client, specs: P
 @pytest.mark.parametrize(("path", "body", "status", "message"), [
     ("/v1/manifests/..", m.NETWORK, 400, "'..' is not a manifest name: letters, digits, '.', '_' and '-', "
                                          "at most 100, starting with a letter or digit"),
-    ("/v1/manifests/a/b", m.NETWORK, 404, "no such manifest path: /v1/manifests/a/b"),
+    ("/v1/manifests/../../etc/cron.d/x", m.NETWORK, 400, "'../../etc/cron.d/x' is not a manifest name: letters, "
+                                                          "digits, '.', '_' and '-', at most 100, starting with a "
+                                                          "letter or digit"),
     ("/v1/manifests/lab", None, 411, "a Content-Length is required"),
     ("/v1/manifests/lab", "  \n", 400, "the manifest is empty; DELETE /v1/manifests/NAME removes one"),
     ("/v1/manifests/lab", b"kind: \xff\n", 422, "the manifest cannot be read; nothing was changed"),
@@ -203,17 +238,38 @@ def test_bad_requests_say_what_is_wrong_and_write_nothing(client: Client, specs:
 
 
 def test_an_oversized_manifest_is_refused_before_it_is_read(client: Client) -> None:
-    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": "/v1/manifests/big", "CONTENT_LENGTH": str(5 << 20),
+    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": "/v1/manifests/big", "CONTENT_LENGTH": str((1 << 20) + 1),
                "wsgi.input": io.BytesIO(b"")}      # nothing to read: the length alone decides
     setup_testing_defaults(environ)
     statuses: list[str] = []
     body = b"".join(client.api(environ, lambda status, headers: statuses.append(status)))
-    assert statuses == ["413 Request Entity Too Large"] and b"at most 4 MiB" in body
+    assert statuses == ["413 Request Entity Too Large"] and b"at most 1024 KiB" in body
+
+
+def test_a_write_from_a_stale_version_is_refused_and_loses_no_update(client: Client, specs: Path) -> None:
+    status, headers, content = client("PUT", "/v1/manifests/lab", m.NETWORK, {"If-None-Match": "*"})
+    assert status == 201 and headers["ETag"] == f'"{content["version"]}"'
+    first = client("GET", "/v1/manifests/lab")[1]["ETag"]
+    assert first == headers["ETag"]
+    assert client("PUT", "/v1/manifests/lab", m.NETWORK, {"If-None-Match": "*"})[0] == 409
+
+    theirs = m.NETWORK.replace("10.77.0.200", "10.77.0.201")      # two clients read `first`; one writes
+    status, _, content = client("PUT", "/v1/manifests/lab", theirs, {"If-Match": first})
+    assert status == 200
+    mine = m.NETWORK.replace("10.77.0.200", "10.77.0.202")
+    status, _, refused = client("PUT", "/v1/manifests/lab", mine, {"If-Match": first})
+    assert status == 409 and refused["error"]["currentVersion"] == content["version"]
+    assert "nothing was changed" in refused["error"]["message"]
+    assert (specs / "lab.yaml").read_text() == theirs
+    assert client("DELETE", "/v1/manifests/lab", headers={"If-Match": first})[0] == 409
+    assert client("PUT", "/v1/manifests/lab", mine, {"If-Match": f'"{content["version"]}"'})[0] == 200
+    assert client("DELETE", "/v1/manifests/lab", headers={"If-Match": "*"})[0] == 200
+    assert client("PUT", "/v1/manifests/lab", mine, {"If-Match": "*"})[0] == 409   # nothing there to match
+    assert not (specs / "lab.yaml").exists()
 
 
 def test_without_a_manifest_directory_no_manifest_is_accepted(session: Session) -> None:
-    client = Client(Api(session.config, session.store))
-    status, _, content = client("PUT", "/v1/manifests/lab", m.NETWORK)
+    status, _, content = Client(Api(session.config, session.store))("PUT", "/v1/manifests/lab", m.NETWORK)
     assert status == 404 and "--manifests DIR" in content["error"]["message"]
 
 
@@ -265,7 +321,8 @@ def test_status_events_and_runs(client: Client, session: Session, specs: Path) -
 
 def test_a_daemon_converges_the_manifests_the_api_writes(start_daemon, session: Session) -> None:  # type: ignore[no-untyped-def]
     run = start_daemon({})
-    client = Client(Api(session.config, session.store, manifests=str(run.specs)))
+    api = Api(session.config, session.store, manifests=str(run.specs))
+    client = Client(api)
     for name, text in m.stack().items():
         status, _, content = client("PUT", f"/v1/manifests/{name.removesuffix('.yaml')}", text)
         assert status == 201, content
@@ -276,36 +333,78 @@ def test_a_daemon_converges_the_manifests_the_api_writes(start_daemon, session: 
              'type="Ready",reason="Converged"} 1' in client("GET", "/metrics")[2].splitlines(), timeout=30)
     assert client("DELETE", "/v1/manifests/web")[0] == 200
     wait_for("t-web deleted by the daemon", lambda: client("GET", "/v1/vms/t-web")[0] == 404, timeout=30)
+    api.close()
 
 
-def test_the_server_asks_for_its_token_over_http(session: Session, specs: Path, tmp_path: Path) -> None:
+TOKEN = "canary-7f3a9c-token-canary"
+
+
+@pytest.fixture
+def server(session: Session, specs: Path, tmp_path: Path) -> Iterator[Callable[..., tuple[int, str]]]:
+    """The real server on a free loopback port, in a thread, with a token; yields a
+    request function: (method, path, body, token) -> (status, body text)."""
     token = tmp_path / "token"
-    token.write_text("s3cret-s3cret-s3cret\n")
+    token.write_text(TOKEN + "\n")
     urls: list[str] = []
     stop = threading.Event()
     thread = threading.Thread(target=serve, args=(session.config, "127.0.0.1:0"), daemon=True,
                               kwargs=dict(manifests=str(specs), token_file=str(token), ready=urls.append, stop=stop))
     thread.start()
+
+    def call(method: str, path: str, body: str | None = None, token: str | None = TOKEN) -> tuple[int, str]:
+        request = urllib.request.Request(urls[0] + path, data=body.encode() if body is not None else None,
+                                         method=method, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
     try:
         wait_for("the server listening", lambda: urls)
-
-        def get(path: str, auth: str | None = None) -> tuple[int, str]:
-            request = urllib.request.Request(urls[0] + path, headers={"Authorization": auth} if auth else {})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, answer.read().decode()
-            except urllib.error.HTTPError as exc:
-                return exc.code, exc.read().decode()
-
-        assert get("/healthz") == (200, "ok\n")
-        assert get("/v1/status")[0] == 401
-        assert get("/v1/status", "Bearer wrong-wrong-wrong")[0] == 401
-        status, body = get("/v1/status", "Bearer s3cret-s3cret-s3cret")
-        assert status == 200 and json.loads(body)["manifests"] == str(specs)
+        yield call
     finally:
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_the_server_asks_for_its_token_and_never_shows_it(server, specs: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level("DEBUG")
+    assert server("GET", "/healthz", token=None) == (200, "ok\n")
+    answers = [server("GET", "/v1/status", token=None), server("GET", "/v1/status", token="wrong-wrong-wrong"),
+               server("PUT", "/v1/manifests/lab", m.NETWORK.replace("10.77.0.200", "10.78.0.1"))]
+    assert [status for status, _ in answers] == [401, 401, 422]
+    status, body = server("GET", "/v1/status")
+    assert status == 200 and json.loads(body)["manifests"] == str(specs)
+    answers += [(status, body), server("GET", "/metrics"), server("GET", "/v1/events")]
+    assert all(TOKEN not in body for _, body in answers)
+    assert TOKEN not in caplog.text and "GET /v1/status" in caplog.text
+
+
+def test_fifty_clients_at_once_get_no_server_error(server, specs: Path) -> None:  # type: ignore[no-untyped-def]
+    """RELIABILITY L5, bounded to a few seconds: readers and writers together, four
+    writers on each name; every answer is a success (no 5xx, no locked database),
+    and the directory ends valid."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(number: int) -> list[int]:
+        statuses = []
+        for round_ in range(8):
+            if number % 2:
+                statuses.append(server("GET", "/v1/status" if round_ % 2 else "/metrics")[0])
+            else:
+                name = f"net{number // 2 % 6}"
+                octet = 10 + number // 2 % 6
+                text = m.NETWORK.replace("t-lab", f"t-lab{octet}").replace("10.77.", f"10.{octet}.")
+                statuses.append(server("PUT", f"/v1/manifests/{name}", text)[0])
+        return statuses
+
+    with ThreadPoolExecutor(50) as pool:
+        seen = [status for statuses in pool.map(client, range(50)) for status in statuses]
+    assert len(seen) == 400 and set(seen) <= {200, 201}, sorted(set(seen))
+    assert sorted(p.name for p in specs.iterdir()) == [f"net{i}.yaml" for i in range(6)]
+    load([str(specs)])   # valid as a whole
 
 
 @pytest.mark.parametrize(("listen", "token", "message"), [
