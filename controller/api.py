@@ -447,7 +447,8 @@ class Api:
             if not dry_run:
                 _write_atomically(path, data)
         specs = load_files([written], partial=True).specs   # it has no problem of its own: _check said so
-        log.info("%s %s: %d documents", "checked" if dry_run else "wrote", path, len(specs))
+        log.info("%s %s (%s)", "checked" if dry_run else "wrote", path,
+                 ", ".join(f"{s.kind.value}/{s.meta.name}" for s in specs))
         document = {"name": name, "path": path, "version": _version(data), "dryRun": dry_run,
                     "documents": [{"kind": s.kind.value, "name": s.meta.name} for s in specs],
                     **_left(left), **self._watched()}

@@ -200,6 +200,107 @@ def keep_it_converged(keep: libvirt.virConnect) -> None:
     print(f"[exit {code}]", flush=True)
 
 
+LAB2 = """\
+apiVersion: iaas/v1
+kind: Network
+metadata:
+  name: lab2
+spec:
+  mode: nat
+  ipv4:
+    cidr: 10.21.0.0/24
+    dhcp:
+      start: 10.21.0.100
+      end: 10.21.1.200
+"""
+API = "http://127.0.0.1:8080"
+
+
+def curl(method: str, path: str, body: str | None = None, shown: str = "") -> None:
+    """A request to the API, shown as the curl command that makes it, and its answer."""
+    import urllib.error
+    import urllib.request
+
+    data = f" --data-binary @{shown}" if shown else ""
+    verb = "" if method == "GET" else f" -X {method}"
+    print(f"\n$ curl -s{verb}{data} {API}{path}", flush=True)
+    request = urllib.request.Request(API + path, data=body.encode() if body else None, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            status, text = answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    print(text, end="")
+    print(f"[HTTP {status}]", flush=True)
+
+
+def the_api() -> None:
+    """`iaasctl run -f lab/` here; in a thread, `iaasctl serve --manifests lab/` and
+    the requests a client makes to it."""
+    from controller.api import serve
+    from controller.cli import main as cli_main
+    from controller.config import load_config
+    from controller.state import StateStore
+
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    config = load_config(None, connect="test:///default", state_dir=STATE)
+    stop = threading.Event()
+    ready = threading.Event()
+
+    begun = time.time()
+
+    def first_pass() -> bool:
+        store = StateStore(STATE)
+        try:
+            last = store.daemon_state().get("last_pass")
+            return isinstance(last, float) and last > begun
+        finally:
+            store.close()
+
+    def other_terminals() -> None:
+        server = threading.Thread(target=serve, args=(config, "127.0.0.1:8080"),
+                                  kwargs=dict(manifests="lab", token_file=None, stop=stop,
+                                              ready=lambda url: ready.set()))
+        try:
+            wait_for(first_pass)
+            server.start()
+            assert ready.wait(10)
+            curl("GET", "/v1/vms")
+            write("lab2.yaml", LAB2, WORK)
+            curl("PUT", "/v1/manifests/lab2", LAB2, shown="lab2.yaml")
+            fixed = LAB2.replace("10.21.1.200", "10.21.0.200")
+            write("lab2.yaml", fixed, WORK)
+            curl("PUT", "/v1/manifests/lab2", fixed, shown="lab2.yaml")
+            wait_for(lambda: "create Network/lab2" in log.getvalue())
+            time.sleep(1)
+            curl("GET", "/v1/networks")
+            print(f"\n$ curl -s {API}/metrics | grep 'type=\"Ready\"'", flush=True)
+            import urllib.request
+
+            with urllib.request.urlopen(API + "/metrics", timeout=30) as answer:
+                print("".join(line + "\n" for line in answer.read().decode().splitlines()
+                              if 'type="Ready"' in line), end="", flush=True)
+        finally:
+            stop.set()
+            if server.is_alive():
+                server.join()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    print("\n######## terminals 2 and 3", flush=True)
+    thread = threading.Thread(target=other_terminals)
+    thread.start()
+    code = cli_main([*FLAGS, "run", "-f", "lab/"])
+    thread.join()
+    print("\n######## terminal 1", flush=True)
+    print("\n$ iaasctl run -f lab/")
+    print(log.getvalue(), end="")
+    print(f"[exit {code}]", flush=True)
+
+
 def say(text: str) -> None:
     print(f"\n######## {text}", flush=True)
 
@@ -282,6 +383,9 @@ def main() -> None:
         say("keep it converged: iaasctl run")
         write("vm.yaml", vm(memory="512MiB", policy="auto", power="running"))
         keep_it_converged(keep)
+
+        say("the REST API: iaasctl serve")
+        the_api()
     finally:
         keep.close()
 
