@@ -2,6 +2,7 @@
 converges, over HTTP with JSON.
 
     GET    /healthz                        the API process answers (no token needed)
+    GET    /v1/openapi.json                this list as OpenAPI 3.1 (no token needed)
     GET    /metrics                        Prometheus text: daemon, conditions, retries
     GET    /v1/status                      the daemon, as `iaasctl status -o json`
     GET    /v1/{kind}[/{name}]             as `get -o json` / `describe -o json`
@@ -28,6 +29,7 @@ manifest are one step."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -41,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from controller import errors
 from controller.config import Config
@@ -275,6 +277,9 @@ class Api:
         if parts == ["healthz"]:
             _allow(method, "GET")
             return Reply(200, b"ok\n", "text/plain; charset=utf-8")
+        if parts == ["v1", "openapi.json"]:   # what a client needs before it has a token
+            _allow(method, "GET")
+            return Reply(200, _openapi(), JSON)
         self._authorize(environ)
         if parts == ["metrics"]:
             _allow(method, "GET")
@@ -323,18 +328,20 @@ class Api:
         name = query.get("name")
         if name and kind is None:
             raise Failure(400, "name= needs kind= too")
-        found = self.store.events(Ref(kind, name) if kind and name else None, kind=kind,
-                                  limit=_limit(query, 50))
-        return reply(200, {"items": [{"time": _when(e.at), "type": e.type, "reason": e.reason,
-                                      "kind": e.ref.kind.value, "name": e.ref.name, "message": e.message}
-                                     for e in found]})
+        limit = _limit(query, 50)
+        found = self.store.events(Ref(kind, name) if kind and name else None, kind=kind, limit=limit,
+                                  before=_cursor(query))
+        items = [{"id": e.id, "time": _when(e.at), "type": e.type, "reason": e.reason, "kind": e.ref.kind.value,
+                  "name": e.ref.name, "message": e.message} for e in found]
+        return reply(200, _page("/v1/events", query, items, limit, oldest=found[0].id if found else None))
 
     def _runs(self, query: dict[str, str]) -> Reply:
-        runs = self.store.runs(limit=_limit(query, 20))
+        limit = _limit(query, 20)
+        runs = self.store.runs(limit=limit, before=_cursor(query))
         for run in runs:
             run["started"] = _when(run["started"])
             run["finished"] = _when(run["finished"])
-        return reply(200, {"items": runs})
+        return reply(200, _page("/v1/runs", query, runs, limit, oldest=runs[-1]["id"] if runs else None))
 
     def _objects(self, kind: Kind, name: str | None) -> Reply:
         from controller import status
@@ -595,6 +602,24 @@ def _order(item: tuple[Ref, object]) -> tuple[str, str]:
     return item[0].kind.value, item[0].name
 
 
+def _cursor(query: dict[str, str]) -> int | None:
+    text = query.get("before")
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise Failure(400, f"before={text}: the id of an item of the page after this one")
+    return int(text)
+
+
+def _page(path: str, query: dict[str, str], items: list[dict[str, Any]], limit: int, *,
+          oldest: int | None) -> dict[str, object]:
+    """A page of a history, and where the older items are when it was full."""
+    page: dict[str, object] = {"items": items}
+    if len(items) == limit and oldest is not None:
+        page["next"] = f"{path}?{urlencode({**query, 'before': oldest})}"
+    return page
+
+
 def _limit(query: dict[str, str], default: int) -> int:
     text = query.get("limit")
     if text is None:
@@ -614,6 +639,14 @@ def _body(environ: Environ) -> bytes:
     if len(data) < int(length):
         raise Failure(400, f"the body ended after {len(data)} of {length} bytes")
     return data
+
+
+@functools.cache
+def _openapi() -> bytes:
+    """This API described (OpenAPI 3.1): `schemas/openapi.json`, shipped with the kinds' schemas."""
+    from controller.manifest.schema import schema_dir
+
+    return (schema_dir() / "openapi.json").read_bytes()
 
 
 def _read(path: str) -> bytes | None:

@@ -388,11 +388,12 @@ class StoreCore:
                 " ORDER BY at DESC LIMIT ?", (ref.kind.value, ref.name, limit)).fetchall()
         return [ChangeRecord(r[0], ref, r[1], r[2], r[3], r[4]) for r in rows]
 
-    def runs(self, *, limit: int = 20) -> list[dict[str, Any]]:
+    def runs(self, *, limit: int = 20, before: int | None = None) -> list[dict[str, Any]]:
+        """The latest runs, newest first; with `before`, those older than the run of that id."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, command, started, finished, result, summary FROM runs ORDER BY id DESC LIMIT ?",
-                (limit,)).fetchall()
+                "SELECT id, command, started, finished, result, summary FROM runs WHERE (? IS NULL OR id < ?)"
+                " ORDER BY id DESC LIMIT ?", (before, before, limit)).fetchall()
         return [dict(id=r[0], command=r[1], started=r[2], finished=r[3], result=r[4],
                      summary=json.loads(r[5]) if r[5] else None) for r in rows]
 

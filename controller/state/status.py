@@ -71,6 +71,7 @@ class Event:
     type: str              # Normal | Warning
     reason: str
     message: str
+    id: int = 0            # its place in the table: newer events have higher ids (for paging)
 
 
 class StatusRecords(StoreCore):
@@ -124,16 +125,19 @@ class StatusRecords(StoreCore):
                              (time.time(), ref.kind.value, ref.name, type_, reason, message))
             db.execute("DELETE FROM events WHERE id <= ?", (int(cur.lastrowid or 0) - EVENTS_KEPT,))
 
-    def events(self, ref: Ref | None = None, *, kind: Kind | None = None, limit: int = 50) -> list[Event]:
-        """The most recent events (of one object, or of one kind), newest last."""
+    def events(self, ref: Ref | None = None, *, kind: Kind | None = None, limit: int = 50,
+               before: int | None = None) -> list[Event]:
+        """The most recent events (of one object, or of one kind), newest last; with
+        `before`, those older than the event of that id (the page before it)."""
         kind_value = ref.kind.value if ref else (kind.value if kind else None)
         name = ref.name if ref else None
         with self._lock:
             rows = self._db.execute(
-                "SELECT at, kind, name, type, reason, message FROM events"
-                " WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR name = ?) ORDER BY id DESC LIMIT ?",
-                (kind_value, kind_value, name, name, limit)).fetchall()
-        return [Event(at, Ref(Kind(k), n), t, r, m) for at, k, n, t, r, m in reversed(rows)]
+                "SELECT id, at, kind, name, type, reason, message FROM events"
+                " WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR name = ?) AND (? IS NULL OR id < ?)"
+                " ORDER BY id DESC LIMIT ?",
+                (kind_value, kind_value, name, name, before, before, limit)).fetchall()
+        return [Event(at, Ref(Kind(k), n), t, r, m, i) for i, at, k, n, t, r, m in reversed(rows)]
 
 
 def _set_conditions(db: sqlite3.Connection, ref: Ref, values: Mapping[str, tuple[bool, str, str]],

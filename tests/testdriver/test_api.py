@@ -32,6 +32,7 @@ from controller.plan import Policy
 from controller.reconcile import Session, apply
 from tests.conftest import REPO, wait_for
 from tests.testdriver import manifests as m
+from tests.testdriver import openapi
 
 BAD_MEMORY = m.vm(memory="lots")
 
@@ -59,7 +60,9 @@ class Client:
         def start_response(status: str, response_headers: list[tuple[str, str]]) -> None:
             seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
 
-        raw = b"".join(self.api(environ, start_response)).decode()
+        data = b"".join(self.api(environ, start_response))
+        openapi.check(method, path, seen["status"], seen["headers"]["Content-Type"], data)
+        raw = data.decode()
         content = json.loads(raw) if raw and seen["headers"]["Content-Type"] == "application/json" else raw
         return seen["status"], seen["headers"], content
 
@@ -271,6 +274,41 @@ def test_a_write_from_a_stale_version_is_refused_and_loses_no_update(client: Cli
 def test_without_a_manifest_directory_no_manifest_is_accepted(session: Session) -> None:
     status, _, content = Client(Api(session.config, session.store))("PUT", "/v1/manifests/lab", m.NETWORK)
     assert status == 404 and "--manifests DIR" in content["error"]["message"]
+
+
+def test_histories_come_in_pages(client: Client, session: Session) -> None:
+    web = Ref(Kind.VM, "t-web")
+    for number in range(5):
+        session.store.add_event(web, "Normal", "Started", f"start {number}")
+    pages, path = [], "/v1/events?kind=vm&name=t-web&limit=2"
+    while path:
+        status, _, page = client("GET", path)
+        assert status == 200
+        pages.append([e["message"] for e in page["items"]])
+        path = page.get("next")
+    assert pages == [["start 3", "start 4"], ["start 1", "start 2"], ["start 0"]]
+    assert client("GET", "/v1/events?before=x")[0] == 400
+    assert client("GET", "/v1/runs?limit=10001")[0] == 400
+
+
+def test_the_description_covers_every_route_with_valid_schemas() -> None:
+    from jsonschema import Draft202012Validator
+
+    doc = openapi.document()
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    routes = {path for path in doc["paths"]}
+    assert {"/healthz", "/metrics", "/v1/status", "/v1/events", "/v1/runs", "/v1/{kind}", "/v1/{kind}/{name}",
+            "/v1/manifests", "/v1/manifests/{name}", "/v1/openapi.json"} <= routes
+    assert all(f"{path}/{verb}" in routes for path in ("/v1", "/v1/{kind}/{name}")
+               for verb in ("reconcile", "suspend", "resume"))
+
+
+def test_the_description_is_served_without_a_token(session: Session) -> None:
+    client = Client(Api(session.config, session.store, token="a-token-of-sixteen"))
+    status, _, content = client("GET", "/v1/openapi.json")
+    assert status == 200 and content == openapi.document()
+    assert client("GET", "/v1/status")[0] == 401
 
 
 def test_suspend_resume_and_reconcile_are_recorded(client: Client, session: Session) -> None:

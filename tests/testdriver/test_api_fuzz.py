@@ -21,17 +21,18 @@ from controller.api import Api
 from controller.manifest import load
 from controller.reconcile import Session
 from tests.testdriver import manifests as m
+from tests.testdriver import openapi
 
 DOCUMENTED = {200, 201, 202, 400, 401, 404, 405, 409, 411, 413, 422, 503}
 SEGMENTS = st.sampled_from(["v1", "manifests", "vms", "vm", "networks", "pools", "volumes", "events", "runs",
                             "status", "metrics", "healthz", "reconcile", "suspend", "resume", "t-web", "lab",
                             "..", ".", "%2e%2e", "a\x00b", "ünï", "x" * 120, "", "lab.yaml", "-lab"]) | st.text(max_size=12)
 ROUTES = ["v1/{}", "v1/{}/{}", "v1/{}/{}/{}", "v1/events", "v1/runs", "v1/status", "v1/manifests",
-          "v1/manifests/{}", "v1/{}", "metrics", "healthz"]     # the documented shapes, filled at random
+          "v1/manifests/{}", "v1/{}", "metrics", "healthz", "v1/openapi.json"]     # the documented shapes, filled at random
 PATHS = st.lists(SEGMENTS, max_size=5) | st.builds(
     lambda route, fill: route.format(*fill).split("/"), st.sampled_from(ROUTES), st.lists(SEGMENTS, min_size=3,
                                                                                           max_size=3))
-QUERIES = st.dictionaries(st.sampled_from(["kind", "name", "limit", "dryRun"]),
+QUERIES = st.dictionaries(st.sampled_from(["kind", "name", "limit", "dryRun", "before"]),
                           st.sampled_from(["vm", "x", "ten", "-1", "0", "5", "99999999999", "true", "%ff", ""])
                           | st.text(max_size=8), max_size=3).map(urlencode) | st.text(max_size=20)
 BODIES = (st.sampled_from([m.NETWORK, m.POOL, m.vm(), m.vm(memory="lots"), "", "{}", "[1, 2", "kind: Network\n"])
@@ -85,8 +86,10 @@ def test_every_answer_is_documented_and_only_valid_manifests_land(served: tuple[
                                                                   segments: list[str], query: str,
                                                                   headers: dict[str, str], body: bytes | None) -> None:
     api, root = served
-    status, response_headers, content = call(api, method, "/" + "/".join(segments), query, headers, body)
+    path = "/" + "/".join(segments)
+    status, response_headers, content = call(api, method, path, query, headers, body)
     assert status in DOCUMENTED, (status, content[:300])
+    openapi.check(method, path, status, response_headers["Content-Type"], content)
     if status >= 400 and method != "HEAD":
         error = json.loads(content)["error"]
         assert error["code"] == status and error["message"], error
