@@ -6,8 +6,8 @@ converges, over HTTP with JSON.
     GET    /metrics                        Prometheus text: daemon, conditions, retries
     GET    /v1/status                      the daemon, as `iaasctl status -o json`
     GET    /v1/{kind}[/{name}]             as `get -o json` / `describe -o json`
-    GET    /v1/events?kind=&name=&limit=   as `iaasctl events -o json`
-    GET    /v1/runs?limit=                 the latest apply/delete/daemon runs
+    GET    /v1/events?kind=&name=&limit=   as `iaasctl events -o json`, in pages (before=ID)
+    GET    /v1/runs?limit=                 the latest apply/delete/daemon runs, in pages
     POST   /v1/{reconcile|suspend|resume}  everything; /v1/{kind}/{name}/{...}: one object
     GET    /v1/manifests[/{name}]          the manifests in the served directory
     PUT    /v1/manifests/{name}            write {name}.yaml (?dryRun=true: check only)
@@ -22,10 +22,11 @@ problem as `file:line: path: message`, and the directory is left as it was. A
 removal that would leave the other files invalid (a network still named by a VM) is
 answered 409 and removes nothing.
 
-State comes from the state store, which the daemon writes, and from libvirt, which
-each request that reads live objects connects to anew (a restarted libvirtd is no
-reason for the API to fail). One writer at a time: the checks and the write of a
-manifest are one step."""
+State comes from the state store, which the daemon writes, and from observations of
+the host that `Host` makes on a thread of its own: no request waits on libvirt for
+longer than `Host.patience` (see there). One writer at a time: the checks and the
+write of a manifest are one step, and a write may say which version it replaces
+(`If-Match`). `schemas/openapi.json` describes every answer."""
 
 from __future__ import annotations
 
@@ -48,9 +49,9 @@ from urllib.parse import parse_qs, urlencode
 from controller import errors
 from controller.config import Config
 from controller.errors import Problem
-from controller.model import Kind, Ref, parse_kind
 from controller.adapter import Libvirt
 from controller.adapter.events import KEEPALIVE, start_event_loop
+from controller.model import Kind, Ref, parse_kind
 from controller.observe import Observed, ParseMemo, observe
 from controller.state import StateStore
 from controller.status import addresses_from
