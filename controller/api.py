@@ -51,7 +51,7 @@ from controller.config import Config
 from controller.errors import Problem
 from controller.adapter import Libvirt
 from controller.adapter.events import KEEPALIVE, start_event_loop
-from controller.model import Kind, Ref, parse_kind
+from controller.model import Desired, Kind, Ref, parse_kind
 from controller.observe import Observed, ParseMemo, observe
 from controller.state import StateStore
 from controller.status import addresses_from
@@ -451,7 +451,7 @@ class Api:
         with self._writing:
             current = _read(path)
             wanted.check(name, current)
-            left = self._check(path, written)
+            left, desired = self._check(path, written)
             if not dry_run:
                 _write_atomically(path, data)
         specs = load_files([written], partial=True).specs   # it has no problem of its own: _check said so
@@ -459,7 +459,7 @@ class Api:
                  ", ".join(f"{s.kind.value}/{s.meta.name}" for s in specs))
         document = {"name": name, "path": path, "version": _version(data), "dryRun": dry_run,
                     "documents": [{"kind": s.kind.value, "name": s.meta.name} for s in specs],
-                    **_left(left), **self._watched()}
+                    **_left(left), **self._watched(), **(self._preview(desired) if dry_run else {})}
         return reply(200 if current is not None or dry_run else 201, document, headers=(("ETag", _etag(data)),))
 
     def _delete(self, name: str, path: str, wanted: Precondition, *, dry_run: bool) -> Reply:
@@ -469,7 +469,7 @@ class Api:
                 raise Failure(404, f"no manifest {name}: {path} does not exist")
             wanted.check(name, current)
             try:
-                left = self._check(path, None)
+                left, desired = self._check(path, None)
             except errors.ManifestInvalid as exc:
                 raise Failure(409, f"removing {name} would leave the other manifests invalid; nothing was changed",
                               problems=exc.problems) from None
@@ -478,39 +478,59 @@ class Api:
                 _sync_directory(os.path.dirname(path))
         log.info("%s %s", "checked the removal of" if dry_run else "removed", path)
         return reply(200, {"name": name, "path": path, "removed": not dry_run, "dryRun": dry_run,
-                           **_left(left), **self._watched()})
+                           **_left(left), **self._watched(), **(self._preview(desired) if dry_run else {})})
 
-    def _check(self, path: str, replacement: ManifestFile | None) -> list[Problem]:
+    def _check(self, path: str, replacement: ManifestFile | None) -> tuple[list[Problem], Desired | None]:
         """Check the directory's manifests as they would be with `path` replaced (None:
         removed), as the daemon will load them. Raises ManifestInvalid with the problems
         the change brings: any in the file written, and any elsewhere that was not
         there before (a reference to what a removed file declared). Returns the
-        problems that were there before and stay, in other files: a directory that is
-        already invalid can be mended one file at a time."""
+        problems that were there before and stay, in other files (a directory that is
+        already invalid can be mended one file at a time), and, when there are none,
+        the directory's desired state."""
         from controller.manifest.files import read_all
 
         assert self.manifests is not None
         present, unreadable = read_all([self.manifests])
-        before = set(self._problems(present, unreadable))
+        before = set(self._problems(present, unreadable)[0])
         kept = [f for f in present if os.path.abspath(f.name) != path]
         if replacement is not None:
             kept.append(replacement)
             kept.sort(key=lambda f: f.name.split(os.sep))
-        after = self._problems(kept, unreadable)
+        after, desired = self._problems(kept, unreadable)
         brought = [p for p in after if os.path.abspath(p.file) == path or p not in before]
         if brought:
             raise errors.ManifestInvalid(brought)
-        return after
+        return after, desired
 
-    def _problems(self, manifests: list[ManifestFile], unreadable: list[Problem]) -> list[Problem]:
+    def _problems(self, manifests: list[ManifestFile], unreadable: list[Problem]
+                  ) -> tuple[list[Problem], Desired | None]:
         from controller.manifest.pipeline import load_files
         from controller.reconcile import paths_outside
 
         try:
             desired = load_files(manifests, unreadable, roots=[str(self.manifests)])
         except errors.ManifestInvalid as exc:
-            return exc.problems
-        return paths_outside(desired, self.config.state_dir)
+            return exc.problems, None
+        problems = paths_outside(desired, self.config.state_dir)
+        return problems, None if problems else desired
+
+    def _preview(self, desired: Desired | None) -> dict[str, object]:
+        """What the daemon would do with the directory as a dry run leaves it: the plan
+        against the host as last observed (pure: no libvirt call here), with the
+        daemon's default policy (prune, no adoption, the mass-delete guard)."""
+        from controller.cli.output import plan_document
+        from controller.plan import Policy, plan
+
+        if desired is None:
+            return {"planUnavailable": "other manifests have problems (problemsElsewhere): the daemon holds "
+                                       "their objects, and no plan of the whole directory can be made"}
+        try:
+            seen = self.host.snapshot()
+        except Failure as exc:
+            return {"planUnavailable": str(exc)}
+        return {"plan": plan_document(plan(desired, seen.observed, self.store.owned(), policy=Policy())),
+                **seen.about()}
 
     def _watched(self) -> dict[str, object]:
         """Whether a running daemon watches the directory: if none does, a manifest

@@ -182,6 +182,26 @@ def test_an_invalid_manifest_is_refused_with_every_problem_and_changes_nothing(c
     assert sorted((p.name, p.read_text()) for p in specs.iterdir()) == before
 
 
+def test_a_dry_run_shows_what_the_daemon_would_do(client: Client, session: Session, specs: Path) -> None:
+    for name, text in m.stack().items():
+        (specs / name).write_text(text)
+    session_apply(session, specs)
+    status, _, content = client("PUT", "/v1/manifests/web?dryRun=true", m.vm(memory="512MiB"))
+    assert status == 200
+    [change] = content["plan"]["changes"]
+    assert (change["kind"], change["name"], change["action"]) == ("VirtualMachine", "t-web", "update")
+    assert [(f["path"], f["old"], f["new"]) for f in change["fields"]] == [("spec.memory", "256MiB", "512MiB")]
+    assert (specs / "web.yaml").read_text() == m.vm()
+
+    status, _, content = client("DELETE", "/v1/manifests/web?dryRun=true")
+    actions = {(c["name"], c["action"]) for c in content["plan"]["changes"]}
+    assert ("t-web", "delete") in actions and (specs / "web.yaml").exists()
+
+    (specs / "broken.yaml").write_text(BAD_MEMORY.replace("t-web", "t-other"))
+    content = client("PUT", "/v1/manifests/web?dryRun=true", m.vm())[2]
+    assert "plan" not in content and "problemsElsewhere" in content["planUnavailable"]
+
+
 def test_references_are_checked_across_the_directorys_files(client: Client, specs: Path) -> None:
     status, _, content = client("PUT", "/v1/manifests/web", m.vm())
     assert status == 422
@@ -215,6 +235,9 @@ def test_a_directory_already_invalid_can_be_mended_one_file_at_a_time(client: Cl
 def test_a_dry_run_checks_and_writes_or_removes_nothing(client: Client, specs: Path) -> None:
     status, _, content = client("PUT", "/v1/manifests/lab?dryRun=true", m.NETWORK)
     assert (status, content["dryRun"], content["documents"]) == (200, True, [{"kind": "Network", "name": "t-lab"}])
+    assert [(c["kind"], c["name"], c["action"]) for c in content["plan"]["changes"]] == [
+        ("Network", "t-lab", "create")]
+    assert "observedAt" in content
     assert not (specs / "lab.yaml").exists()
     assert client("PUT", "/v1/manifests/web?dryRun=true", BAD_MEMORY)[0] == 422
     (specs / "lab.yaml").write_text(m.NETWORK)
