@@ -671,11 +671,15 @@ def _openapi() -> bytes:
 
 
 def _read(path: str) -> bytes | None:
+    """A manifest's bytes; None when there is none. Something else under its name (a
+    directory someone made) is a conflict the client cannot resolve by retrying."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise Failure(409, f"{path} is a directory, not a manifest; nothing was changed") from None
 
 
 def _version(data: bytes) -> str:

@@ -263,6 +263,15 @@ def test_bad_requests_say_what_is_wrong_and_write_nothing(client: Client, specs:
     assert list(specs.iterdir()) == []
 
 
+def test_a_directory_under_a_manifests_name_is_a_conflict(client: Client, specs: Path) -> None:
+    (specs / "lab.yaml").mkdir()
+    for method, body in (("GET", None), ("PUT", m.NETWORK), ("DELETE", None)):
+        status, _, content = client(method, "/v1/manifests/lab", body)
+        assert (status, content["error"]["message"]) == (409, f"{specs}/lab.yaml is a directory, not a manifest; "
+                                                              "nothing was changed")
+    assert (specs / "lab.yaml").is_dir()
+
+
 def test_an_oversized_manifest_is_refused_before_it_is_read(client: Client) -> None:
     environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": "/v1/manifests/big", "CONTENT_LENGTH": str((1 << 20) + 1),
                "wsgi.input": io.BytesIO(b"")}      # nothing to read: the length alone decides
