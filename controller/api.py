@@ -30,6 +30,7 @@ write of a manifest are one step, and a write may say which version it replaces
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -705,10 +706,8 @@ def _write_atomically(path: str, data: bytes) -> None:
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):   # the open itself failed
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
         raise
     _sync_directory(directory)
 

@@ -149,17 +149,41 @@ def wait_for(probe: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def keep_it_converged(keep: libvirt.virConnect) -> None:
-    """`iaasctl run -f lab/` here; the other terminal in a thread."""
+def beside_the_daemon(banner: str, others: Callable[[io.StringIO], None]) -> None:
+    """`iaasctl run -f lab/` on the main thread (its signal handlers need it), its log
+    collected; `others` plays the other terminals on a thread, with the log as it
+    grows, and then the daemon is sent SIGTERM. The log is printed last."""
     from controller.cli import main as cli_main
-    from controller.model import Kind, Ref
-    from controller.state import StateStore
 
     log = io.StringIO()
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)      # cmd_run's basicConfig then leaves it as it is
     logging.getLogger().setLevel(logging.INFO)
+
+    def terminals() -> None:
+        try:
+            others(log)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    print(f"\n######## {banner}", flush=True)
+    thread = threading.Thread(target=terminals)
+    thread.start()
+    code = cli_main([*FLAGS, "run", "-f", "lab/"])
+    thread.join()
+    logging.getLogger().removeHandler(handler)
+    print("\n######## terminal 1", flush=True)
+    print("\n$ iaasctl run -f lab/")
+    print(log.getvalue(), end="")
+    print(f"[exit {code}]", flush=True)
+
+
+def keep_it_converged(keep: libvirt.virConnect) -> None:
+    """`iaasctl run -f lab/`; the other terminal destroys the VM and looks."""
+    from controller.model import Kind, Ref
+    from controller.state import StateStore
+
     web = Ref(Kind.VM, "web")
 
     def running() -> bool:
@@ -176,28 +200,17 @@ def keep_it_converged(keep: libvirt.virConnect) -> None:
         finally:
             store.close()
 
-    def other_terminal() -> None:
-        try:
-            wait_for(running)
-            time.sleep(2)                            # the pass after the daemon's own events
-            print("\n$ virsh destroy web", flush=True)
-            keep.lookupByName("web").destroy()
-            wait_for(ready)
-            time.sleep(1)
-            step("events", "vm", "web")
-            step("describe", "vm", "web")
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+    def other_terminal(_log: io.StringIO) -> None:
+        wait_for(running)
+        time.sleep(2)                            # the pass after the daemon's own events
+        print("\n$ virsh destroy web", flush=True)
+        keep.lookupByName("web").destroy()
+        wait_for(ready)
+        time.sleep(1)
+        step("events", "vm", "web")
+        step("describe", "vm", "web")
 
-    print("\n######## terminal 2", flush=True)
-    thread = threading.Thread(target=other_terminal)
-    thread.start()
-    code = cli_main([*FLAGS, "run", "-f", "lab/"])
-    thread.join()
-    print("\n######## terminal 1", flush=True)
-    print("\n$ iaasctl run -f lab/")
-    print(log.getvalue(), end="")
-    print(f"[exit {code}]", flush=True)
+    beside_the_daemon("terminal 2", other_terminal)
 
 
 LAB2 = """\
@@ -235,22 +248,15 @@ def curl(method: str, path: str, body: str | None = None, shown: str = "") -> No
 
 
 def the_api() -> None:
-    """`iaasctl run -f lab/` here; in a thread, `iaasctl serve --manifests lab/` and
-    the requests a client makes to it."""
+    """`iaasctl run -f lab/`; in the other terminals, `iaasctl serve --manifests lab/`
+    and the requests a client makes to it."""
+    import urllib.request
+
     from controller.api import serve
-    from controller.cli import main as cli_main
     from controller.config import load_config
     from controller.state import StateStore
 
-    log = io.StringIO()
-    handler = logging.StreamHandler(log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
     config = load_config(None, connect="test:///default", state_dir=STATE)
-    stop = threading.Event()
-    ready = threading.Event()
-
     begun = time.time()
 
     def first_pass() -> bool:
@@ -261,7 +267,9 @@ def the_api() -> None:
         finally:
             store.close()
 
-    def other_terminals() -> None:
+    def other_terminals(log: io.StringIO) -> None:
+        stop = threading.Event()
+        ready = threading.Event()
         server = threading.Thread(target=serve, args=(config, "127.0.0.1:8080"),
                                   kwargs=dict(manifests="lab", token_file=None, stop=stop,
                                               ready=lambda url: ready.set()))
@@ -279,8 +287,6 @@ def the_api() -> None:
             time.sleep(1)
             curl("GET", "/v1/networks")
             print(f"\n$ curl -s {API}/metrics | grep 'type=\"Ready\"'", flush=True)
-            import urllib.request
-
             with urllib.request.urlopen(API + "/metrics", timeout=30) as answer:
                 print("".join(line + "\n" for line in answer.read().decode().splitlines()
                               if 'type="Ready"' in line), end="", flush=True)
@@ -288,17 +294,8 @@ def the_api() -> None:
             stop.set()
             if server.is_alive():
                 server.join()
-            os.kill(os.getpid(), signal.SIGTERM)
 
-    print("\n######## terminals 2 and 3", flush=True)
-    thread = threading.Thread(target=other_terminals)
-    thread.start()
-    code = cli_main([*FLAGS, "run", "-f", "lab/"])
-    thread.join()
-    print("\n######## terminal 1", flush=True)
-    print("\n$ iaasctl run -f lab/")
-    print(log.getvalue(), end="")
-    print(f"[exit {code}]", flush=True)
+    beside_the_daemon("terminals 2 and 3", other_terminals)
 
 
 def say(text: str) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from controller import errors
@@ -140,15 +141,10 @@ def daemon_status(config: Config, store: StateStore | None = None) -> dict[str, 
     """What `status` shows (and `serve` at /v1/status): the state the daemon last
     recorded, whether it runs now (it holds the state directory's lock) and its pid,
     times as ISO 8601."""
-    from controller.state import StateStore, lock_holder
+    from controller.state import lock_holder
 
-    if store is None:
-        own = StateStore(config.state_dir)
-        try:
-            return daemon_status(config, own)
-        finally:
-            own.close()
-    state = store.daemon_state()
+    with _store(config, store) as opened:
+        state = opened.daemon_state()
     pid = lock_holder(config.state_dir)
     state["running"] = pid is not None
     if pid is not None:
@@ -169,19 +165,14 @@ def cmd_control(args: argparse.Namespace, config: Config) -> int:
 def request(config: Config, command: str, ref: Ref | None, store: StateStore | None = None) -> str:
     """reconcile / suspend / resume one object (None: everything): record the wish in
     the store, wake a running daemon, and say what was done."""
-    from controller.state import StateStore, lock_holder
+    from controller.state import lock_holder
 
-    if store is None:
-        own = StateStore(config.state_dir)
-        try:
-            return request(config, command, ref, own)
-        finally:
-            own.close()
-    if command == "suspend":
-        store.suspend(ref)
-    elif command == "resume":
-        store.resume(ref)
-    store.request_reconcile(ref)
+    with _store(config, store) as opened:
+        if command == "suspend":
+            opened.suspend(ref)
+        elif command == "resume":
+            opened.resume(ref)
+        opened.request_reconcile(ref)
     what = str(ref) if ref else "everything"
     pid = lock_holder(config.state_dir)
     done = {"suspend": "suspended", "resume": "resumed", "reconcile": "reconcile requested for"}[command]
@@ -194,6 +185,21 @@ def request(config: Config, command: str, ref: Ref | None, store: StateStore | N
     except ProcessLookupError:
         return f"{done} {what}; the daemon (pid {pid}) is gone: it takes effect at the next run"
     return f"{done} {what}; told the daemon (pid {pid})"
+
+
+@contextmanager
+def _store(config: Config, store: StateStore | None) -> Iterator[StateStore]:
+    """The caller's store, or one opened (and closed) for the call."""
+    if store is not None:
+        yield store
+        return
+    from controller.state import StateStore
+
+    opened = StateStore(config.state_dir)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def _ref(kind: str, name: str | None) -> Ref:

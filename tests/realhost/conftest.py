@@ -140,6 +140,23 @@ def wait_for(what: str, probe: Callable[[], Any], *, timeout: float = 120.0, eve
     return shared_wait_for(what, probe, timeout=timeout, every=every)
 
 
+def nat_network(name: str, third_octet: int) -> str:
+    """A NAT network manifest on 10.<third_octet>.0.0/24 with a DHCP range."""
+    return f"""\
+apiVersion: iaas/v1
+kind: Network
+metadata:
+  name: {name}
+spec:
+  mode: nat
+  ipv4:
+    cidr: 10.{third_octet}.0.0/24
+    dhcp:
+      start: 10.{third_octet}.0.100
+      end: 10.{third_octet}.0.200
+"""
+
+
 def network_active(name: str) -> bool:
     conn = libvirt.open(URI)
     try:

@@ -17,22 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.realhost.conftest import PREFIX, URI, Host, network_active, terminate, wait_for
+from tests.realhost.conftest import PREFIX, URI, Host, nat_network, network_active, terminate, wait_for
 
 NET = f"{PREFIX}apinet"
-NETWORK = f"""\
-apiVersion: iaas/v1
-kind: Network
-metadata:
-  name: {NET}
-spec:
-  mode: nat
-  ipv4:
-    cidr: 10.254.0.0/24
-    dhcp:
-      start: 10.254.0.100
-      end: 10.254.0.200
-"""
+NETWORK = nat_network(NET, 254)
 
 
 @dataclass

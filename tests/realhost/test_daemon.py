@@ -15,25 +15,13 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.realhost.conftest import GUEST, PREFIX, URI, Host, network_active, terminate, wait_for
+from tests.realhost.conftest import GUEST, PREFIX, URI, Host, nat_network, network_active, terminate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VM = f"{PREFIX}dvm"
 NET = f"{PREFIX}dnet"
 
-NETWORK = f"""\
-apiVersion: iaas/v1
-kind: Network
-metadata:
-  name: {NET}
-spec:
-  mode: nat
-  ipv4:
-    cidr: 10.252.0.0/24
-    dhcp:
-      start: 10.252.0.100
-      end: 10.252.0.200
-"""
+NETWORK = nat_network(NET, 252)
 
 
 def vm(memory: str = "128MiB") -> str:
